@@ -1,0 +1,38 @@
+# The README's commands. Each target prepares .venv itself, so a fresh clone needs only python3.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck bench bench-quick soak clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,testing,redis]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dingsync worker tests examples benchmarks
+	$(BIN)/ruff format --check dingsync worker tests examples benchmarks
+
+typecheck: $(STAMP)
+	MYPYPATH=. $(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m dingworker.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+soak: $(STAMP)
+	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

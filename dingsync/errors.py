@@ -1,0 +1,218 @@
+"""Every exception dingsync raises on purpose.
+
+The tree::
+
+    DingSyncError                       base of everything below
+    ├── ConfigurationError (ValueError) bad credentials, options or input, found before any I/O
+    │   └── ImportFromStringError       "module:attr" cannot be resolved (dingworker APP)
+    ├── AuthError                       DingTalk refused the client id / secret (gateway 401,
+    │                                   invalidClientIdOrSecret, 40089/40096)
+    ├── ApiError                        the OpenAPI answered with an error (.status .code .message
+    │   │                               .request_id); both the new and the old envelope
+    │   ├── RateLimited                 throttled (403 *QpsLimit*, 429, 9000x, 410100 ...); .retry_after
+    │   ├── PermissionDenied            missing scope or IP whitelist; .required_scopes
+    │   ├── InvalidRequest              validation errors: never retried
+    │   ├── SessionExpired              a session webhook is past its expiry (300001)
+    │   └── WebhookError                a custom group robot refused a message (310000 ...)
+    ├── TransportError                  network failure talking to any DingTalk host
+    │   └── RequestTimeout              the request timed out; .maybe_sent says whether it may
+    │                                   have reached the server (so a blind resend could duplicate)
+    └── StreamError                     the Stream gateway lifecycle
+        ├── GatewayOpenError            /v1.0/gateway/connections/open failed (not credentials)
+        ├── ConnectionClosed            the websocket closed; .code .reason
+        ├── ProtocolError               a frame that cannot be decoded; .field names what is wrong
+        └── ReconnectGaveUp             the ReconnectPolicy is exhausted; __cause__ = last error
+
+Foreign exceptions (requests, websocket-client, tenacity) are translated at one boundary each and
+never reach the caller untranslated. Secrets never appear in any message built here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = [
+    "DingSyncError",
+    "ConfigurationError",
+    "ImportFromStringError",
+    "AuthError",
+    "ApiError",
+    "RateLimited",
+    "PermissionDenied",
+    "InvalidRequest",
+    "SessionExpired",
+    "WebhookError",
+    "TransportError",
+    "RequestTimeout",
+    "StreamError",
+    "GatewayOpenError",
+    "ConnectionClosed",
+    "ProtocolError",
+    "ReconnectGaveUp",
+]
+
+
+class DingSyncError(Exception):
+    """Base class of every error dingsync raises on purpose.
+
+    Example:
+        >>> try:
+        ...     raise ProtocolError("frame is not valid JSON", field="frame")
+        ... except DingSyncError as exc:
+        ...     print(type(exc).__name__)
+        ProtocolError
+    """
+
+
+class ConfigurationError(DingSyncError, ValueError):
+    """Bad credentials, options or arguments, detected before any network I/O."""
+
+
+class ImportFromStringError(ConfigurationError):
+    """A ``"module:attr"`` string could not be resolved to an object."""
+
+
+class AuthError(DingSyncError):
+    """DingTalk refused the app's credentials.
+
+    Raised for the gateway's 401 ``authFailed``, the token endpoint's ``invalidClientIdOrSecret``
+    and the old API's 40089 / 40096. Retrying with the same credentials cannot help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        code: Optional[str] = None,
+        request_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+
+
+class ApiError(DingSyncError):
+    """The OpenAPI answered with an error.
+
+    Attributes:
+        status: the HTTP status (the old API answers 200 even for errors).
+        code: DingTalk's code as a string: ``"InvalidAuthentication"`` or ``"40014"``.
+        message: DingTalk's message.
+        request_id: DingTalk's request id, for support tickets.
+        body: the decoded response body (never contains a secret we sent).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: Optional[str] = None,
+        *,
+        body: Optional[Mapping[str, Any]] = None,
+        hint: Optional[str] = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.body = dict(body) if body is not None else {}
+        self.hint = hint
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = f"HTTP {self.status}, code {self.code}: {self.message}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        if self.hint:
+            text += f". {self.hint}"
+        return text
+
+
+class RateLimited(ApiError):
+    """DingTalk throttled the call; ``retry_after`` is the suggested wait in seconds."""
+
+    def __init__(self, *args: Any, retry_after: Optional[float] = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(*args, **kwargs)
+
+
+class PermissionDenied(ApiError):
+    """The app lacks a permission scope (``required_scopes``) or its IP is not whitelisted."""
+
+    def __init__(self, *args: Any, required_scopes: Sequence[str] = (), **kwargs: Any) -> None:
+        self.required_scopes = tuple(required_scopes)
+        super().__init__(*args, **kwargs)
+
+
+class InvalidRequest(ApiError):
+    """DingTalk rejected the request's content (``invalidParameter.*``, ``param.*``, 40035)."""
+
+
+class SessionExpired(ApiError):
+    """A chatbot message's session webhook has expired (errcode 300001)."""
+
+
+class WebhookError(ApiError):
+    """A custom group robot refused the message (security check, unknown token, ...)."""
+
+
+class TransportError(DingSyncError):
+    """The network failed while talking to a DingTalk host."""
+
+
+class RequestTimeout(TransportError):
+    """A request timed out.
+
+    ``maybe_sent`` is True when the request may have reached DingTalk (a read timeout), in which
+    case a non-idempotent send is not retried automatically.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
+
+
+class StreamError(DingSyncError):
+    """Base class of Stream gateway errors."""
+
+
+class GatewayOpenError(StreamError):
+    """``/v1.0/gateway/connections/open`` failed for a reason other than bad credentials."""
+
+    def __init__(
+        self, message: str, *, status: Optional[int] = None, code: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ConnectionClosed(StreamError):
+    """The websocket closed; ``code`` and ``reason`` come from the close frame when there was one."""
+
+    def __init__(
+        self, message: str, *, code: Optional[int] = None, reason: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class ProtocolError(StreamError):
+    """A frame or payload that cannot be decoded; ``field`` names the offending field."""
+
+    def __init__(self, message: str, *, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ReconnectGaveUp(StreamError):
+    """The reconnect policy gave up; ``__cause__`` is the last error seen."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts

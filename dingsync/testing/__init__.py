@@ -1,0 +1,15 @@
+"""A local DingTalk for tests: Stream gateway, OpenAPI and webhooks on 127.0.0.1.
+
+Example:
+    >>> from dingsync.testing import FakeDingTalk
+    >>> with FakeDingTalk() as fake:
+    ...     fake.client_id
+    'test-client-id'
+"""
+
+from __future__ import annotations
+
+from ._fake import FakeDingTalk, Failure
+from ._http import Request, Response
+
+__all__ = ["FakeDingTalk", "Failure", "Request", "Response"]
