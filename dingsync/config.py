@@ -178,8 +178,11 @@ class ReconnectPolicy:
         def stopped(_state: tenacity.RetryCallState) -> bool:
             return stop_event.is_set()
 
+        def wait_on_stop_event(seconds: float) -> None:
+            stop_event.wait(seconds)
+
         return tenacity.Retrying(
-            sleep=sleep if sleep is not None else stop_event.wait,
+            sleep=sleep if sleep is not None else wait_on_stop_event,
             stop=stop | stopped,
             wait=tenacity.wait_exponential(multiplier=self.initial, max=self.max)
             + tenacity.wait_random(0, self.jitter),
@@ -195,7 +198,8 @@ class StreamConfig:
     Args:
         concurrency: handler threads; frames beyond ``concurrency + max_pending`` make the
             reader wait (backpressure) instead of queueing without bound.
-        ping_interval: seconds between websocket pings sent by the client.
+        ping_interval: seconds between websocket pings sent by the client; by default
+            ``min(10, dead_after / 2.5)``.
         dead_after: a connection that shows no sign of life (frame or pong) for this long is
             declared dead and replaced.
         recv_timeout: how often the reader wakes up to notice stop() and the watchdog.
@@ -207,14 +211,14 @@ class StreamConfig:
         reconnect: the :class:`ReconnectPolicy`.
 
     Example:
-        >>> StreamConfig(concurrency=16, dead_after=10.0).concurrency
-        16
+        >>> StreamConfig(concurrency=16, dead_after=2.0).ping_interval
+        0.8
     """
 
     concurrency: int = attrs.field(default=8, validator=_positive)
     max_pending: int = attrs.field(default=64, validator=_non_negative)
-    ping_interval: float = attrs.field(default=10.0, validator=_positive)
     dead_after: float = attrs.field(default=25.0, validator=_positive)
+    ping_interval: float = attrs.field(validator=_positive)
     recv_timeout: float = attrs.field(default=1.0, validator=_positive)
     open_timeout: float = attrs.field(default=10.0, validator=_positive)
     dedupe_ttl: float = attrs.field(default=600.0, validator=_positive)
@@ -223,6 +227,11 @@ class StreamConfig:
     ca_bundle: Optional[str] = None
     reconnect: ReconnectPolicy = attrs.field(factory=ReconnectPolicy)
     user_agent: str = "dingsync"
+
+    @ping_interval.default
+    def _ping_interval_default(self) -> float:
+        # Two pings fit in dead_after, so one lost pong alone never kills a healthy connection.
+        return min(10.0, self.dead_after / 2.5)
 
     def __attrs_post_init__(self) -> None:
         if self.dead_after <= self.ping_interval:

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from ._fake import FakeDingTalk, Failure
+from ._fake import Failure, FakeDingTalk
 from ._http import Request, Response
 
 __all__ = ["FakeDingTalk", "Failure", "Request", "Response"]

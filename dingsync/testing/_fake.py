@@ -78,7 +78,7 @@ class _HttpCore:
                 hook(self)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "FakeDingTalk":
+    def start(self) -> FakeDingTalk:
         """Start every server on 127.0.0.1 with ephemeral ports; returns self."""
         if self._started:
             return self  # type: ignore[return-value]
@@ -86,8 +86,10 @@ class _HttpCore:
             server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, host))
             server.daemon_threads = True
             thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"fake-dingtalk-{host}", daemon=True,
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"fake-dingtalk-{host}",
+                daemon=True,
             )
             thread.start()
             self._servers[host] = server
@@ -116,7 +118,7 @@ class _HttpCore:
         self._servers.clear()
         self._threads.clear()
 
-    def __enter__(self) -> "FakeDingTalk":
+    def __enter__(self) -> FakeDingTalk:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -125,7 +127,9 @@ class _HttpCore:
     # -- addresses -------------------------------------------------------------------------
     def _base(self, host: str) -> str:
         if host not in self._servers:
-            raise RuntimeError("FakeDingTalk is not started; call start() or use it as a context manager")
+            raise RuntimeError(
+                "FakeDingTalk is not started; call start() or use it as a context manager"
+            )
         port = self._servers[host].server_address[1]
         return f"http://127.0.0.1:{port}"
 
@@ -242,7 +246,9 @@ class _HttpCore:
         value = request.header("x-acs-dingtalk-access-token")
         if not value:
             return new_error(
-                400, "AuthenticationFailed.MissingParameter", "缺少参数：x-acs-dingtalk-access-token"
+                400,
+                "AuthenticationFailed.MissingParameter",
+                "缺少参数：x-acs-dingtalk-access-token",
             )
         if not self.token_valid(value, "new"):
             return new_error(400, "InvalidAuthentication", "不合法的access_token")
@@ -253,13 +259,19 @@ class _HttpCore:
         value = request.query.get("access_token")
         topapi = request.path.startswith("/topapi/")
         if not value:
-            return old_error(88, "ding talk error[subcode=40000,submsg=access_token is blank]",
-                             sub_code="40000", sub_msg="access_token is blank")
+            return old_error(
+                88,
+                "ding talk error[subcode=40000,submsg=access_token is blank]",
+                sub_code="40000",
+                sub_msg="access_token is blank",
+            )
         if not self.token_valid(value, "old"):
             if topapi:
                 return old_error(
-                    88, "ding talk error[subcode=40014,submsg=不合法的access_token]",
-                    sub_code="40014", sub_msg="不合法的access_token",
+                    88,
+                    "ding talk error[subcode=40014,submsg=不合法的access_token]",
+                    sub_code="40014",
+                    sub_msg="不合法的access_token",
                 )
             return old_error(40014, "不合法的access_token")
         return None
@@ -282,7 +294,9 @@ class _HttpCore:
         if handler is None:
             if request.host == "oapi":
                 return old_error(22, "无效的ApiName")
-            return new_error(404, "InvalidAction.NotFound", f"Specified api is not found: {request.path}")
+            return new_error(
+                404, "InvalidAction.NotFound", f"Specified api is not found: {request.path}"
+            )
         return handler(self, request)  # type: ignore[arg-type]
 
 
@@ -291,7 +305,9 @@ def _failure_response(host: str, failure: Failure) -> Response:
     if isinstance(body, dict):
         return json_response(body, failure.status)
     if isinstance(body, str):
-        return Response(failure.status, body.encode("utf-8"), content_type="text/html;charset=utf-8")
+        return Response(
+            failure.status, body.encode("utf-8"), content_type="text/html;charset=utf-8"
+        )
     if isinstance(body, bytes):
         return Response(failure.status, body)
     if host == "oapi":

@@ -76,7 +76,9 @@ _ROUTES: Dict[Tuple[Host, str, str], Handler] = {}
 _PREFIX_ROUTES: Dict[Tuple[Host, str, str], Handler] = {}
 
 
-def route(host: Host, method: str, path: str, *, prefix: bool = False) -> Callable[[Handler], Handler]:
+def route(
+    host: Host, method: str, path: str, *, prefix: bool = False
+) -> Callable[[Handler], Handler]:
     """Register a handler for ``method path`` on ``host`` (``prefix=True`` matches sub-paths)."""
 
     def register(func: Handler) -> Handler:
@@ -116,7 +118,9 @@ def new_error(status: int, code: str, message: str, **extra: Any) -> Response:
     rid = request_id()
     body: Dict[str, Any] = {"requestid": rid, "code": code, "message": message}
     body.update(extra)
-    return json_response(body, status, {"x-acs-request-id": rid, "x-acs-trace-id": uuid.uuid4().hex})
+    return json_response(
+        body, status, {"x-acs-request-id": rid, "x-acs-trace-id": uuid.uuid4().hex}
+    )
 
 
 def old_error(errcode: Union[int, str], errmsg: str, **extra: Any) -> Response:
