@@ -56,7 +56,7 @@ def get_int(obj: Mapping[str, Any], key: str, prefix: str = "") -> Optional[int]
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise ProtocolError(
         f"{where(prefix, key)} must be an integer, got {type(value).__name__}",

@@ -45,7 +45,7 @@ class Event:
         if not headers.event_type:
             raise ProtocolError("headers.eventType is missing", field="headers.eventType")
         born = headers.event_born_time
-        if born is not None and not born.isdigit():
+        if born is not None and not (born.isascii() and born.isdigit()):
             raise ProtocolError(
                 "headers.eventBornTime must be epoch milliseconds", field="headers.eventBornTime"
             )
