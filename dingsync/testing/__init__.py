@@ -9,7 +9,36 @@ Example:
 
 from __future__ import annotations
 
+from . import payloads
 from ._fake import Failure, FakeDingTalk
+from ._gateway import (
+    AckFrame,
+    Connection,
+    OpenRequest,
+    Pong,
+    PreparedFrame,
+    Push,
+    PushStats,
+    Redelivery,
+    Reply,
+    Subscription,
+)
 from ._http import Request, Response
 
-__all__ = ["FakeDingTalk", "Failure", "Request", "Response"]
+__all__ = [
+    "FakeDingTalk",
+    "Failure",
+    "Request",
+    "Response",
+    "payloads",
+    "AckFrame",
+    "Connection",
+    "OpenRequest",
+    "Pong",
+    "PreparedFrame",
+    "Push",
+    "PushStats",
+    "Redelivery",
+    "Reply",
+    "Subscription",
+]
