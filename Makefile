@@ -17,7 +17,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check dingsync worker tests examples benchmarks
 
 typecheck: $(STAMP)
-	MYPYPATH=. $(BIN)/mypy
+	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/pytest

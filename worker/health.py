@@ -1,0 +1,245 @@
+"""The worker's health and metrics endpoints, on a small stdlib HTTP server.
+
+- ``GET /healthz``: 200 when the source says healthy, else 503; the body is the source's details
+  as JSON (for dingworker: the stream client's stats).
+- ``GET /metrics``: the same numbers in the Prometheus text exposition format (version 0.0.4),
+  written by hand so that the worker needs no metrics library.
+
+The server takes a ``health_source`` callable rather than a client, so it can be tested (and
+reused) without a connection.
+
+Example:
+    >>> import json, urllib.request
+    >>> source = lambda: (True, {"connected": True, "frames_received": 3})
+    >>> with HealthServer(source, port=0) as server:
+    ...     with urllib.request.urlopen(server.url + "/healthz") as resp:
+    ...         resp.status, json.load(resp)["frames_received"]
+    (200, 3)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, List, Mapping, Optional, Tuple
+
+__all__ = ["HealthServer", "HealthSource", "METRICS", "render_metrics"]
+
+log = logging.getLogger("dingworker.health")
+
+#: Returns ``(healthy, details)``; ``details`` must be JSON-serialisable (datetimes are allowed).
+HealthSource = Callable[[], Tuple[bool, Mapping[str, Any]]]
+
+#: (stats key, metric name, type, help). Keys missing from the details are left out.
+METRICS: Tuple[Tuple[str, str, str, str], ...] = (
+    ("connected", "dingsync_connected", "gauge", "1 while a gateway connection is open."),
+    ("in_flight", "dingsync_in_flight", "gauge", "Handlers running right now."),
+    (
+        "connections_opened",
+        "dingsync_connections_opened_total",
+        "counter",
+        "Gateway connections opened.",
+    ),
+    ("reconnects", "dingsync_reconnects_total", "counter", "Connections replaced after a fault."),
+    (
+        "frames_received",
+        "dingsync_frames_received_total",
+        "counter",
+        "Frames received from the gateway.",
+    ),
+    ("acks_sent", "dingsync_acks_sent_total", "counter", "Acks sent to the gateway."),
+    (
+        "redeliveries_skipped",
+        "dingsync_redeliveries_skipped_total",
+        "counter",
+        "Redelivered messages answered without calling the handler again.",
+    ),
+    ("handler_errors", "dingsync_handler_errors_total", "counter", "Handlers that raised."),
+    (
+        "last_frame_at",
+        "dingsync_last_frame_timestamp_seconds",
+        "gauge",
+        "Unix time of the last frame received.",
+    ),
+    (
+        "last_alive_at",
+        "dingsync_last_alive_timestamp_seconds",
+        "gauge",
+        "Unix time of the last sign of life (frame or pong).",
+    ),
+    (
+        "seconds_since_alive",
+        "dingsync_seconds_since_alive",
+        "gauge",
+        "Seconds since the last frame or pong.",
+    ),
+)
+
+
+def _number(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return None
+
+
+def _format(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
+    """Render ``details`` in the Prometheus text format, plus ``dingsync_healthy``.
+
+    Example:
+        >>> print(render_metrics(True, {"acks_sent": 2}), end="")
+        # HELP dingsync_healthy 1 when /healthz answers 200.
+        # TYPE dingsync_healthy gauge
+        dingsync_healthy 1
+        # HELP dingsync_acks_sent_total Acks sent to the gateway.
+        # TYPE dingsync_acks_sent_total counter
+        dingsync_acks_sent_total 2
+    """
+    lines: List[str] = [
+        "# HELP dingsync_healthy 1 when /healthz answers 200.",
+        "# TYPE dingsync_healthy gauge",
+        f"dingsync_healthy {1 if healthy else 0}",
+    ]
+    for key, name, kind, help_text in METRICS:
+        value = _number(details.get(key))
+        if value is None:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_format(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    """Serve ``/healthz`` and ``/metrics`` from ``health_source`` on a daemon thread.
+
+    Args:
+        health_source: called on every request; returns ``(healthy, details)``.
+        host: the interface to bind; use ``0.0.0.0`` in a container so that probes can reach it.
+        port: the TCP port; 0 picks a free one (see :attr:`port`).
+
+    Example:
+        >>> server = HealthServer(lambda: (False, {}), port=0).start()
+        >>> server.port > 0
+        True
+        >>> server.stop()
+    """
+
+    def __init__(self, health_source: HealthSource, *, host: str = "127.0.0.1", port: int = 0):
+        self._source = health_source
+        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the server."""
+        host = str(self._server.server_address[0])
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> HealthServer:
+        """Start serving on a daemon thread; returns self."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.2},
+                name="dingworker-health",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket. Idempotent."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> HealthServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> Tuple[bool, Mapping[str, Any]]:
+        """Ask the source; a failing source counts as unhealthy rather than a crashed server."""
+        try:
+            return self._source()
+        except Exception as exc:
+            log.exception("health source failed")
+            return False, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _make_handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "dingworker"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            # Probes hit these endpoints every few seconds; access lines would drown the logs.
+            pass
+
+        def _send(self, status: int, body: str, content_type: str) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path in ("/healthz", "/health", "/"):
+                healthy, details = owner.snapshot()
+                body = json.dumps(
+                    {"status": "ok" if healthy else "unhealthy", **details},
+                    default=_json_default,
+                    sort_keys=True,
+                )
+                self._send(200 if healthy else 503, body + "\n", "application/json")
+            elif path == "/metrics":
+                healthy, details = owner.snapshot()
+                self._send(
+                    200,
+                    render_metrics(healthy, details),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            else:
+                self._send(
+                    404, '{"error": "not found; try /healthz or /metrics"}\n', "application/json"
+                )
+
+        do_HEAD = do_GET
+
+    return Handler
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
