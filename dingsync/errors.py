@@ -4,7 +4,8 @@ The tree::
 
     DingSyncError                       base of everything below
     ├── ConfigurationError (ValueError) bad credentials, options or input, found before any I/O
-    │   └── ImportFromStringError       "module:attr" cannot be resolved (dingworker APP)
+    │   ├── ImportFromStringError       "module:attr" cannot be resolved (dingworker APP)
+    │   └── UnsupportedMessage          a message type the chosen send path cannot carry
     ├── AuthError                       DingTalk refused the client id / secret (gateway 401,
     │                                   invalidClientIdOrSecret, 40089/40096)
     ├── ApiError                        the OpenAPI answered with an error (.status .code .message
@@ -14,9 +15,18 @@ The tree::
     │   ├── InvalidRequest              validation errors: never retried
     │   ├── SessionExpired              a session webhook is past its expiry (300001)
     │   └── WebhookError                a custom group robot refused a message (310000 ...)
+    │       ├── WebhookSecurityError    310000: the robot's security settings refused it
+    │       │   ├── KeywordMissing      "keywords not in content"
+    │       │   ├── TimestampInvalid    "invalid timestamp" (clock more than 1 h off)
+    │       │   ├── SignatureMismatch   "sign not match" (wrong secret)
+    │       │   └── IpNotWhitelisted    "ip X.X.X.X not in whitelist"
+    │       ├── WebhookNotFound         unknown, disabled or deleted robot (300005, 400101 ...)
+    │       └── WebhookThrottled        (also RateLimited) 410100/130101/660026: 10-min penalty
     ├── TransportError                  network failure talking to any DingTalk host
-    │   └── RequestTimeout              the request timed out; .maybe_sent says whether it may
-    │                                   have reached the server (so a blind resend could duplicate)
+    │   ├── RequestTimeout              the request timed out; .maybe_sent says whether it may
+    │   │                               have reached the server (so a blind resend could duplicate)
+    │   └── ConnectionLost              the connection dropped after the request went out;
+    │                                   .maybe_sent is True
     └── StreamError                     the Stream gateway lifecycle
         ├── GatewayOpenError            /v1.0/gateway/connections/open failed (not credentials)
         ├── ConnectionClosed            the websocket closed; .code .reason
@@ -49,6 +59,15 @@ __all__ = [
     "ConnectionClosed",
     "ProtocolError",
     "ReconnectGaveUp",
+    "UnsupportedMessage",
+    "WebhookSecurityError",
+    "KeywordMissing",
+    "TimestampInvalid",
+    "SignatureMismatch",
+    "IpNotWhitelisted",
+    "WebhookNotFound",
+    "WebhookThrottled",
+    "ConnectionLost",
 ]
 
 
@@ -216,3 +235,56 @@ class ReconnectGaveUp(StreamError):
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+class UnsupportedMessage(ConfigurationError):
+    """The message type cannot go through the chosen path.
+
+    For example an :class:`~dingsync.messages.Image` sent to a session webhook or a custom
+    group robot, which only carry text, markdown, link, actionCard and feedCard.
+    """
+
+
+class WebhookSecurityError(WebhookError):
+    """errcode 310000: the custom robot's security settings refused the message.
+
+    DingTalk tells the four variants apart only by ``errmsg``; each has its own subclass.
+    """
+
+
+class KeywordMissing(WebhookSecurityError):
+    """``keywords not in content``: the message contains none of the robot's keywords."""
+
+
+class TimestampInvalid(WebhookSecurityError):
+    """``invalid timestamp``: the signed timestamp is more than one hour from DingTalk's clock."""
+
+
+class SignatureMismatch(WebhookSecurityError):
+    """``sign not match``: the signature was made with the wrong secret."""
+
+
+class IpNotWhitelisted(WebhookSecurityError):
+    """``ip X.X.X.X not in whitelist``: the robot only accepts listed egress IPs."""
+
+
+class WebhookNotFound(WebhookError):
+    """The webhook token names no usable robot (unknown token, robot disabled or deleted)."""
+
+
+class WebhookThrottled(WebhookError, RateLimited):
+    """More than 20 messages a minute: DingTalk refuses the robot for 10 minutes.
+
+    ``retry_after`` is the number of seconds until the penalty ends.
+    """
+
+
+class ConnectionLost(TransportError):
+    """The connection dropped after the request was sent; DingTalk may have processed it.
+
+    ``maybe_sent`` is always True, so a non-idempotent send is not retried automatically.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.maybe_sent = True

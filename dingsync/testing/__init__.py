@@ -24,6 +24,15 @@ from ._gateway import (
     Subscription,
 )
 from ._http import Request, Response
+from ._openapi import (
+    CardInstance,
+    MediaFile,
+    SentMessage,
+    StoredFile,
+    WebhookMessage,
+    WebhookRobotState,
+    WorkNotice,
+)
 
 __all__ = [
     "FakeDingTalk",
@@ -41,4 +50,12 @@ __all__ = [
     "Redelivery",
     "Reply",
     "Subscription",
+    # OpenAPI recordings (fake.sent, fake.cards, fake.webhook_messages, ...)
+    "SentMessage",
+    "CardInstance",
+    "WebhookMessage",
+    "WebhookRobotState",
+    "WorkNotice",
+    "MediaFile",
+    "StoredFile",
 ]

@@ -1,0 +1,490 @@
+"""Access tokens: fetched once, cached, refreshed before they expire, shared across workers.
+
+DingTalk has two kinds of app token, fetched and cached separately (reference/openapi.md §2):
+``"new"`` from ``POST /v1.0/oauth2/accessToken`` (header auth on api.dingtalk.com) and ``"old"``
+from ``GET /gettoken`` (query auth on oapi.dingtalk.com). Both live 7200 s.
+
+:class:`TokenProvider` is the single-flight logic; a *cache* only stores tokens:
+
+* :class:`MemoryTokenCache`: this process (the default).
+* :class:`FileTokenCache`: every process on the machine (cron jobs, serverless /tmp, gunicorn
+  workers). Locked read-modify-write, mode 0600, atomic replace; a corrupt file is ignored and
+  rewritten.
+* :class:`RedisTokenCache`: every machine using the same Redis.
+
+Only one fetch per key runs at a time: a thread lock inside the process, plus the cache's own lock
+(a file lock, or a Redis ``SET NX PX`` lock) across processes. Cache keys hold the client id and
+the kind but never the secret (only a short hash of it, so a rotated secret gets a new key).
+Token values never appear in ``repr()`` or in logs.
+
+Example:
+    >>> cache = MemoryTokenCache()
+    >>> provider = TokenProvider(
+    ...     Credentials(client_id="id", client_secret="s"),
+    ...     fetch=lambda kind: ("tok-" + kind, 7200.0),
+    ...     cache=cache,
+    ... )
+    >>> provider.get("new")
+    'tok-new'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    Optional,
+    Tuple,
+    Union,
+)
+
+import attrs
+
+from .config import Credentials
+from .errors import ConfigurationError
+from .ratelimit import redis_from
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "AccessToken",
+    "TokenCache",
+    "MemoryTokenCache",
+    "FileTokenCache",
+    "RedisTokenCache",
+    "TokenProvider",
+    "TOKEN_KINDS",
+    "DEFAULT_MARGIN",
+]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_KINDS = ("new", "old")
+DEFAULT_MARGIN = 300.0  # the official SDK refreshes 5 minutes early as well
+_MIN_LIFETIME = 60.0  # a server answering expireIn=0 must not cause a refresh loop
+
+Fetch = Callable[[str], Tuple[str, float]]
+
+
+@attrs.frozen(kw_only=True)
+class AccessToken:
+    """A token and when it expires (epoch seconds). The value is never shown by ``repr()``.
+
+    Example:
+        >>> AccessToken(value="abc", kind="new", expires_at=100.0, refresh_at=50.0)
+        AccessToken(kind='new', expires_at=100.0, refresh_at=50.0)
+    """
+
+    value: str = attrs.field(repr=False)
+    kind: str
+    expires_at: float
+    refresh_at: float
+
+    def fresh(self, now: float) -> bool:
+        """True while the token is usable and not yet due for a refresh."""
+        return now < self.refresh_at and now < self.expires_at
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "value": self.value,
+            "kind": self.kind,
+            "expires_at": self.expires_at,
+            "refresh_at": self.refresh_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional[AccessToken]:
+        """Parse a stored entry; None for anything malformed (caches never crash on bad data)."""
+        if not isinstance(data, dict):
+            return None
+        value, kind = data.get("value"), data.get("kind")
+        expires_at, refresh_at = data.get("expires_at"), data.get("refresh_at")
+        if not isinstance(value, str) or not value or not isinstance(kind, str):
+            return None
+        if not isinstance(expires_at, (int, float)) or not isinstance(refresh_at, (int, float)):
+            return None
+        return cls(value=value, kind=kind, expires_at=float(expires_at), refresh_at=refresh_at)
+
+
+class TokenCache:
+    """Where tokens are stored. Subclass it to plug in another store.
+
+    ``lock(key)`` must exclude other processes (and threads) sharing the store for as long as
+    the context is held; ``set``/``delete`` may be called while it is held.
+    """
+
+    def get(self, key: str) -> Optional[AccessToken]:
+        raise NotImplementedError
+
+    def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
+        """Store ``token``; ``ttl`` is its remaining lifetime in seconds."""
+        raise NotImplementedError
+
+    def delete(self, key: str, *, value: Optional[str] = None) -> None:
+        """Remove ``key``; with ``value``, only if the stored token is that one."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        yield
+
+
+class MemoryTokenCache(TokenCache):
+    """Tokens in this process's memory (the default).
+
+    Example:
+        >>> MemoryTokenCache()
+        MemoryTokenCache(entries=0)
+    """
+
+    def __init__(self) -> None:
+        self._tokens: Dict[str, AccessToken] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str) -> Optional[AccessToken]:
+        with self._guard:
+            return self._tokens.get(key)
+
+    def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
+        with self._guard:
+            self._tokens[key] = token
+
+    def delete(self, key: str, *, value: Optional[str] = None) -> None:
+        with self._guard:
+            current = self._tokens.get(key)
+            if current is not None and (value is None or current.value == value):
+                del self._tokens[key]
+
+    def __repr__(self) -> str:
+        return f"MemoryTokenCache(entries={len(self._tokens)})"
+
+
+def _default_path() -> str:
+    return os.path.join(tempfile.gettempdir(), "dingsync-tokens.json")
+
+
+class FileTokenCache(TokenCache):
+    """Tokens in a JSON file shared by every process on the machine.
+
+    Writes take an exclusive ``flock`` on ``<path>.lock``, read the file, change it, write a
+    temporary file with mode 0600 and ``os.replace`` it over the old one, so readers never see a
+    half-written file. A file that cannot be parsed is ignored (logged once) and rewritten on the
+    next store. Holding :meth:`lock` around a fetch makes the other processes wait for its result
+    instead of fetching their own token.
+
+    Args:
+        path: the JSON file; default ``<tmp>/dingsync-tokens.json`` (``/tmp`` on Lambda).
+
+    Example:
+        >>> cache = FileTokenCache("/tmp/dingsync-doctest-tokens.json")
+        >>> cache.path
+        '/tmp/dingsync-doctest-tokens.json'
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str], None] = None) -> None:
+        self.path = os.fspath(path) if path is not None else _default_path()
+        self._lock_path = self.path + ".lock"
+        self._thread_lock = threading.RLock()
+        self._depth = 0  # re-entrancy: flock on a second descriptor would deadlock this process
+
+    @contextlib.contextmanager
+    def lock(self, key: str = "") -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            directory = os.path.dirname(os.path.abspath(self._lock_path))
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+            fd = os.open(self._lock_path, flags, 0o600)
+            try:
+                _flock(fd, exclusive=True)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    _flock(fd, exclusive=False)
+            finally:
+                os.close(fd)
+
+    def _read(self) -> Dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "ignoring unreadable token cache %s (%s); it will be rewritten",
+                self.path,
+                type(exc).__name__,
+            )
+            return {}
+        if not isinstance(data, dict):
+            logger.warning("ignoring malformed token cache %s; it will be rewritten", self.path)
+            return {}
+        return data
+
+    def _write(self, data: Dict[str, Any]) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        tmp = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def get(self, key: str) -> Optional[AccessToken]:
+        return AccessToken.from_json(self._read().get(key))
+
+    def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
+        with self.lock(key):
+            data = self._read()
+            # drop entries that expired a day before this token was issued, so the file does not
+            # grow forever (measured on the writer's clock, which may be injected)
+            horizon = token.expires_at - ttl - 86400.0
+            data = {
+                k: v
+                for k, v in data.items()
+                if (entry := AccessToken.from_json(v)) is not None and entry.expires_at > horizon
+            }
+            data[key] = token.to_json()
+            self._write(data)
+
+    def delete(self, key: str, *, value: Optional[str] = None) -> None:
+        with self.lock(key):
+            data = self._read()
+            current = AccessToken.from_json(data.get(key))
+            if key in data and (value is None or current is None or current.value == value):
+                del data[key]
+                self._write(data)
+
+    def __repr__(self) -> str:
+        return f"FileTokenCache(path={self.path!r})"
+
+
+def _flock(fd: int, *, exclusive: bool) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: the in-process lock still applies
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_UN)
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_DELETE_IF = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  return 0
+end
+local ok, entry = pcall(cjson.decode, raw)
+if (not ok) or type(entry) ~= 'table' or entry['value'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisTokenCache(TokenCache):
+    """Tokens in Redis, shared by every machine using the same server.
+
+    Entries expire in Redis with the token. The fetch lock is ``SET <key>:lock <uuid> NX PX``,
+    released only by its owner; a holder that dies frees it after ``lock_ttl`` seconds.
+
+    Args:
+        redis_client_or_url: a ``redis.Redis`` client or a ``redis://`` URL.
+        prefix: key prefix.
+        lock_ttl: seconds after which an abandoned lock frees itself.
+        lock_timeout: how long to wait for the lock before fetching anyway (better a second
+            fetch than a failed call).
+
+    Example:
+        >>> cache = RedisTokenCache("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        redis_client_or_url: Union[str, redis.Redis],
+        *,
+        prefix: str = "dingsync:token:",
+        lock_ttl: float = 30.0,
+        lock_timeout: float = 30.0,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self._redis = redis_from(redis_client_or_url)
+        self._prefix = prefix
+        self._lock_ttl = lock_ttl
+        self._lock_timeout = lock_timeout
+        self._sleep = sleep
+        self._release = self._redis.register_script(_RELEASE)
+        self._delete_if = self._redis.register_script(_DELETE_IF)
+
+    def get(self, key: str) -> Optional[AccessToken]:
+        raw = self._redis.get(self._prefix + key)
+        if raw is None:
+            return None
+        try:
+            return AccessToken.from_json(json.loads(raw))
+        except ValueError:
+            return None
+
+    def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
+        ttl_ms = max(1, int(ttl * 1000))
+        self._redis.set(self._prefix + key, json.dumps(token.to_json()), px=ttl_ms)
+
+    def delete(self, key: str, *, value: Optional[str] = None) -> None:
+        if value is None:
+            self._redis.delete(self._prefix + key)
+        else:
+            self._delete_if(keys=[self._prefix + key], args=[value])
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        name = self._prefix + key + ":lock"
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + self._lock_timeout
+        acquired = False
+        while True:
+            if self._redis.set(name, owner, nx=True, px=int(self._lock_ttl * 1000)):
+                acquired = True
+                break
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "token lock %s still held after %.0f s; fetching anyway",
+                    key,
+                    self._lock_timeout,
+                )
+                break
+            self._sleep(0.05)
+        try:
+            yield
+        finally:
+            if acquired:
+                self._release(keys=[name], args=[owner])
+
+    def __repr__(self) -> str:
+        return f"RedisTokenCache(prefix={self._prefix!r})"
+
+
+class TokenProvider:
+    """Hands out a valid token of each kind, fetching it at most once at a time.
+
+    Args:
+        credentials: the app's credentials (only a hash of the secret goes into cache keys).
+        fetch: ``fetch(kind) -> (token, expires_in_seconds)``; the HTTP layer provides it.
+        cache: where tokens live; default :class:`MemoryTokenCache`.
+        clock: wall-clock seconds (tokens are shared across processes, so not monotonic).
+        margin: refresh this many seconds before expiry (at most half the lifetime).
+
+    Example:
+        >>> provider = TokenProvider(
+        ...     Credentials(client_id="id", client_secret="s"), fetch=lambda kind: ("t", 7200.0)
+        ... )
+        >>> provider.current("old").kind
+        'old'
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        fetch: Fetch,
+        *,
+        cache: Optional[TokenCache] = None,
+        clock: Callable[[], float] = time.time,
+        margin: float = DEFAULT_MARGIN,
+    ) -> None:
+        self._credentials = credentials
+        self._fetch = fetch
+        self.cache: TokenCache = cache if cache is not None else MemoryTokenCache()
+        self._clock = clock
+        self._margin = margin
+        self._locks = {kind: threading.Lock() for kind in TOKEN_KINDS}
+
+    def cache_key(self, kind: str) -> str:
+        """``<client id>:<kind>:<12 hex of sha256(client id + secret)>``."""
+        _check_kind(kind)
+        creds = self._credentials
+        digest = hashlib.sha256(f"{creds.client_id}\0{creds.client_secret}".encode()).hexdigest()[
+            :12
+        ]
+        return f"{creds.client_id}:{kind}:{digest}"
+
+    def current(self, kind: str = "new") -> AccessToken:
+        """The cached token of ``kind``, fetched first when missing or due for refresh."""
+        key = self.cache_key(kind)
+        token = self.cache.get(key)
+        if token is not None and token.fresh(self._clock()):
+            return token
+        with self._locks[kind]:
+            token = self.cache.get(key)
+            if token is not None and token.fresh(self._clock()):
+                return token
+            with self.cache.lock(key):
+                # another process may have fetched while we waited for the lock
+                token = self.cache.get(key)
+                if token is not None and token.fresh(self._clock()):
+                    return token
+                value, expires_in = self._fetch(kind)
+                token = self._make(kind, value, expires_in)
+                self.cache.set(key, token, ttl=token.expires_at - self._clock())
+                logger.debug("fetched a %s-style token, valid for %.0f s", kind, expires_in)
+                return token
+
+    def get(self, kind: str = "new") -> str:
+        """The token value of ``kind`` (``"new"`` or ``"old"``)."""
+        return self.current(kind).value
+
+    def invalidate(self, kind: str, value: str) -> None:
+        """Forget ``value`` (DingTalk rejected it) unless another caller already replaced it."""
+        self.cache.delete(self.cache_key(kind), value=value)
+
+    def _make(self, kind: str, value: str, expires_in: float) -> AccessToken:
+        lifetime = float(expires_in)
+        if lifetime < _MIN_LIFETIME:
+            logger.warning(
+                "token endpoint returned expireIn=%r; using %.0f s", expires_in, _MIN_LIFETIME
+            )
+            lifetime = _MIN_LIFETIME
+        now = self._clock()
+        early = max(lifetime - self._margin, lifetime / 2)
+        return AccessToken(
+            value=value, kind=kind, expires_at=now + lifetime, refresh_at=now + early
+        )
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(client_id={self._credentials.client_id!r}, cache={self.cache!r})"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in TOKEN_KINDS:
+        raise ConfigurationError(f"token kind must be 'new' or 'old', got {kind!r}")

@@ -1,0 +1,204 @@
+"""api.robot against the emulator: sends, chunking, recall, read status, downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+
+from dingsync import messages as m
+from dingsync.api import ApiClient
+from dingsync.errors import ApiError, ConfigurationError, ConnectionLost, InvalidRequest
+from dingsync.testing import FakeDingTalk
+
+BATCH = "/v1.0/robot/oToMessages/batchSend"
+
+EVERY_OPENAPI_MESSAGE = [
+    m.Text("hello"),
+    m.Markdown("Title", "**bold**"),
+    m.Image("@lAimage"),
+    m.Link("Title", "text", "https://example.com", pic_url="@lApic"),
+    m.ActionCard("T", "body", buttons=[("One", "https://x/1")]),
+    m.ActionCard("T", "body", buttons=[("One", "https://x/1"), ("Two", "https://x/2")]),
+    m.ActionCard("T", "body", buttons=[(f"B{i}", f"https://x/{i}") for i in range(3)]),
+    m.ActionCard("T", "body", buttons=[(f"B{i}", f"https://x/{i}") for i in range(4)]),
+    m.ActionCard("T", "body", buttons=[(f"B{i}", f"https://x/{i}") for i in range(5)]),
+    m.ActionCard(
+        "T", "body", buttons=[("Yes", "https://y"), ("No", "https://n")], orientation="horizontal"
+    ),
+    m.Audio("@lAvoice", duration_ms=4000),
+    m.File("@lAfile", "report.xlsx"),
+    m.Video("@lAvideo", "@lAcover", duration=30, width=640, height=480),
+]
+
+
+@pytest.mark.parametrize("message", EVERY_OPENAPI_MESSAGE, ids=lambda x: x.to_openapi()[0])
+def test_every_message_type_passes_the_emulator_schema(
+    dingtalk: FakeDingTalk, api: ApiClient, message: m.Message
+) -> None:
+    """Each msgKey rendering has exactly the keys DingTalk documents (§3.6)."""
+    api.robot.send_to_group("cid1", message)
+    assert dingtalk.sent[-1].msg_key == message.to_openapi()[0]
+
+
+def test_45_users_take_3_calls(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """Recipients are sent in chunks of 20."""
+    users = [f"user{i}" for i in range(45)]
+    result = api.robot.send_to_users(users, "hi")
+    assert dingtalk.count("POST", BATCH) == 3
+    assert len(result.process_query_keys) == 3
+    assert [len(x.user_ids) for x in dingtalk.sent] == [20, 20, 5]
+    assert result.all_delivered
+
+
+def test_undelivered_users_are_reported(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """Invalid and flow-controlled ids come back in the result instead of being hidden."""
+    dingtalk.mark_users_invalid("ghost")
+    dingtalk.mark_users_flow_controlled("busy")
+    result = api.robot.send_to_users(["ok", "ghost", "busy", "ok"], m.Markdown("t", "x"))
+    assert result.invalid_user_ids == ("ghost",)
+    assert result.flow_controlled_user_ids == ("busy",)
+    assert not result.all_delivered
+    assert dingtalk.sent[0].delivered_to == ("ok",)
+    assert dingtalk.sent[0].user_ids == ("ok", "ghost", "busy")
+
+
+def test_user_ids_must_be_a_list(api: ApiClient) -> None:
+    """A bare string is a mistake, not 11 one-letter users."""
+    with pytest.raises(ConfigurationError):
+        api.robot.send_to_users("manager593", "hi")
+    with pytest.raises(ConfigurationError):
+        api.robot.send_to_users([], "hi")
+
+
+def test_group_send_records_the_message(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """The group send carries robotCode = client id and a JSON-string msgParam."""
+    key = api.robot.send_to_group("cidABC==", m.Markdown("Nightly", "all green"))
+    sent = dingtalk.group_messages("cidABC==")[0]
+    assert sent.process_query_key == key
+    assert sent.robot_code == dingtalk.client_id
+    assert sent.msg_param == {"title": "Nightly", "text": "all green"}
+
+
+def test_oversized_group_message_is_refused_locally(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """Over 15,000 bytes of msgParam fails before any request, naming the limit."""
+    with pytest.raises(ConfigurationError, match="15000"):
+        api.robot.send_to_group("cid1", m.Text("字" * 6000))
+    assert dingtalk.count("POST", "/v1.0/robot/groupMessages/send") == 0
+
+
+def test_webhook_only_messages_are_refused(api: ApiClient) -> None:
+    """A FeedCard has no OpenAPI form."""
+    with pytest.raises(ConfigurationError):
+        api.robot.send_to_group("cid1", m.FeedCard([("a", "https://a", "https://a.png")]))
+
+
+def test_recall_users_and_group(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """Recalls report which keys worked and why the others did not."""
+    keys = api.robot.send_to_users(["u1"], "oops").process_query_keys
+    result = api.robot.recall_users(list(keys) + ["unknown"])
+    assert result.succeeded == keys
+    assert "unknown" in result.failed
+    assert dingtalk.sent[0].recalled
+    group_key = api.robot.send_to_group("cid1", "oops")
+    assert api.robot.recall_group("cid1", [group_key]).succeeded == (group_key,)
+    again = api.robot.recall_group("cid1", [group_key])
+    assert again.failed == {group_key: "message already recalled"}
+
+
+def test_read_status(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """Read state per recipient, as marked in the emulator."""
+    key = api.robot.send_to_users(["u1", "u2"], "hi").process_query_keys[0]
+    dingtalk.mark_read(key, "u2")
+    status = api.robot.read_status(key)
+    assert status.read_user_ids == ("u2",)
+    assert {u.user_id for u in status.users} == {"u1", "u2"}
+
+
+def test_read_status_of_an_unknown_key(api: ApiClient) -> None:
+    """An unknown processQueryKey is a validation error."""
+    with pytest.raises(InvalidRequest):
+        api.robot.read_status("nope")
+
+
+# -- downloads -----------------------------------------------------------------------------------
+def test_download_url_and_download(dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path) -> None:
+    """A download code resolves to a URL; the file lands complete, progress is reported."""
+    data = os.urandom(300_000)
+    dingtalk.add_file("code-1", data, filename="report.pdf")
+    assert api.robot.download_url("code-1").startswith(dingtalk.oapi_base)
+    seen: List[Tuple[int, Optional[int]]] = []
+    path = api.robot.download(
+        "code-1", tmp_path / "out.pdf", progress=lambda d, t: seen.append((d, t))
+    )
+    assert Path(path).read_bytes() == data
+    assert seen[-1] == (len(data), len(data))
+    assert os.listdir(tmp_path) == ["out.pdf"]
+
+
+def test_download_into_a_directory(dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path) -> None:
+    """A directory destination gets the file's own name."""
+    dingtalk.add_file("code-2", b"hello", filename="notes.txt")
+    assert api.robot.download("code-2", tmp_path) == str(tmp_path / "notes.txt")
+
+
+def test_failed_download_leaves_no_partial_file(
+    dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path
+) -> None:
+    """An exception mid-stream removes the temporary file and never creates dest."""
+    dingtalk.add_file("code-3", os.urandom(500_000), filename="big.bin")
+
+    def explode(done: int, total: Optional[int]) -> None:
+        if done > 100_000:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.robot.download("code-3", tmp_path / "big.bin", progress=explode)
+    assert os.listdir(tmp_path) == []
+
+
+def test_dropped_download_is_retried_then_complete(
+    dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path
+) -> None:
+    """A connection dropped on the blob is retried from scratch; a persistent one leaves nothing."""
+    dingtalk.add_file("code-4", b"x" * 1000, filename="x.bin")
+    url = api.robot.download_url("code-4")
+    blob_path = url.split(dingtalk.oapi_base, 1)[1]
+    dingtalk.fail_next("GET", blob_path, reset=True)
+    api._http.download_to(url, str(tmp_path / "x.bin"))
+    assert (tmp_path / "x.bin").read_bytes() == b"x" * 1000
+    os.unlink(tmp_path / "x.bin")
+    dingtalk.fail_next("GET", blob_path, reset=True, times=10)
+    with pytest.raises(ConnectionLost):
+        api._http.download_to(url, str(tmp_path / "x.bin"))
+    assert os.listdir(tmp_path) == []
+    assert dingtalk.count("GET", blob_path) == 2 + 4
+
+
+def test_expired_download_url(dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path) -> None:
+    """An expired URL is an ApiError that says how to recover; no file is left."""
+    dingtalk.add_file("code-5", b"data", filename="a.bin")
+    url = api.robot.download_url("code-5")
+    dingtalk.advance(dingtalk.download_url_ttl + 1)
+    with pytest.raises(ApiError, match="download_url"):
+        api._http.download_to(url, str(tmp_path / "a.bin"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_download_code(api: ApiClient, tmp_path: Path) -> None:
+    """An unknown code is a validation error before any file is created."""
+    with pytest.raises(InvalidRequest):
+        api.robot.download("missing", tmp_path / "x")
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_to_a_missing_directory(
+    dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path
+) -> None:
+    """A destination in a directory that does not exist fails before any request."""
+    dingtalk.add_file("code-6", b"data")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        api.robot.download("code-6", tmp_path / "missing" / "x.bin")
+    assert dingtalk.count("POST", "/v1.0/robot/messageFiles/download") == 0
