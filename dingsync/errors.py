@@ -74,6 +74,9 @@ __all__ = [
 class DingSyncError(Exception):
     """Base class of every error dingsync raises on purpose.
 
+    ``partial`` is set when a call did part of its work before failing (``send_to_users`` over
+    several chunks of 20): it holds what was done, so nothing is resent or lost by guesswork.
+
     Example:
         >>> try:
         ...     raise ProtocolError("frame is not valid JSON", field="frame")
@@ -81,6 +84,8 @@ class DingSyncError(Exception):
         ...     print(type(exc).__name__)
         ProtocolError
     """
+
+    partial: Any = None
 
 
 class ConfigurationError(DingSyncError, ValueError):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import attrs
 
-from ..errors import ApiError, ConfigurationError
+from ..errors import ApiError, ConfigurationError, DingSyncError
 from ..messages import MessageLike, as_message
 from ._http import HttpCore
 
@@ -60,12 +60,16 @@ class BatchSendResult:
     invalid_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     flow_controlled_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     filtered_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    unsent_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
 
     @property
     def all_delivered(self) -> bool:
         """True when DingTalk accepted every recipient."""
         return not (
-            self.invalid_user_ids or self.flow_controlled_user_ids or self.filtered_user_ids
+            self.invalid_user_ids
+            or self.flow_controlled_user_ids
+            or self.filtered_user_ids
+            or self.unsent_user_ids
         )
 
 
@@ -122,7 +126,9 @@ class RobotApi:
             ()
 
         Raises:
-            InvalidRequest: DingTalk rejected the message; nothing was sent in that call.
+            InvalidRequest: DingTalk rejected the message; nothing was sent in that call. When
+                earlier chunks were sent, the exception's ``partial`` is a BatchSendResult whose
+                ``unsent_user_ids`` did not get the message.
             RequestTimeout: ``maybe_sent=True``: the call may have gone out; not repeated.
         """
         if isinstance(user_ids, str):
@@ -149,14 +155,21 @@ class RobotApi:
                     },
                     idempotent=False,
                 )
-            except Exception:
+            except DingSyncError as exc:
                 if keys:
+                    # Earlier chunks did go out: say exactly who got the message and who did not.
+                    exc.partial = BatchSendResult(
+                        process_query_keys=keys,
+                        invalid_user_ids=invalid,
+                        flow_controlled_user_ids=throttled,
+                        filtered_user_ids=filtered,
+                        unsent_user_ids=ids[start:],
+                    )
                     logger.warning(
-                        "send_to_users failed after %d of %d users were sent (process query "
-                        "keys %s); do not resend those",
+                        "send_to_users failed after %d of %d users were sent; "
+                        "the exception's .partial lists who did not get the message",
                         start,
                         len(ids),
-                        ", ".join(keys),
                     )
                 raise
             keys.append(str(body.get("processQueryKey", "")))

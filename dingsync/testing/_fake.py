@@ -68,7 +68,7 @@ class _HttpCore:
         self._started = False
         self.requests: Deque[Request] = deque(maxlen=100_000)
         self._counts: Counter[Tuple[str, str]] = Counter()
-        self._failures: Dict[Tuple[str, str], Deque[Failure]] = defaultdict(deque)
+        self._failures: Dict[Tuple[str, str], Deque[Optional[Failure]]] = defaultdict(deque)
         self._tokens: Dict[str, _Token] = {}  # "new" / "old" -> current token
         self._revoked: set[str] = set()
         self.seed = seed
@@ -184,18 +184,20 @@ class _HttpCore:
         times: int = 1,
         delay: float = 0.0,
         reset: bool = False,
+        after: int = 0,
     ) -> None:
-        """Make the next ``times`` requests to ``method path`` fail.
+        """Make the next ``times`` requests to ``method path`` fail (after letting ``after`` pass).
 
         ``body`` may be a dict (sent as JSON), a str (sent as text/html, like DingTalk's IP-ban
         page) or None (a generic error envelope for the route's host). ``delay`` sleeps before
-        answering (to provoke client timeouts); ``reset=True`` closes the connection unanswered.
+        answering (to provoke client timeouts); ``reset=True`` closes the connection unanswered;
+        ``after=N`` lets the next N requests through first (to fail the 2nd chunk of a batch).
         """
         with self._lock:
+            queue = self._failures[(method.upper(), path)]
+            queue.extend([None] * after)  # None lets one request through untouched
             for _ in range(times):
-                self._failures[(method.upper(), path)].append(
-                    Failure(status=status, body=body, delay=delay, reset=reset)
-                )
+                queue.append(Failure(status=status, body=body, delay=delay, reset=reset))
 
     def count(self, method: str, path: str) -> int:
         """How many requests ``method path`` has received (failed ones included)."""

@@ -53,6 +53,29 @@ def test_45_users_take_3_calls(dingtalk: FakeDingTalk, api: ApiClient) -> None:
     assert result.all_delivered
 
 
+def test_a_failed_later_chunk_reports_who_got_the_message(
+    dingtalk: FakeDingTalk, api: ApiClient
+) -> None:
+    """When chunk 2 of 3 is refused, the error's .partial lists the sent keys and unsent users."""
+    users = [f"user{i}" for i in range(45)]
+    dingtalk.mark_users_flow_controlled("user3")
+    dingtalk.fail_next(
+        "POST",
+        BATCH,
+        status=400,
+        body={"code": "invalidParameter.param.invalid", "message": "bad", "requestid": "r"},
+        after=1,
+    )
+    with pytest.raises(InvalidRequest) as info:
+        api.robot.send_to_users(users, "hi")
+    partial = info.value.partial
+    assert len(partial.process_query_keys) == 1
+    assert partial.flow_controlled_user_ids == ("user3",)
+    assert partial.unsent_user_ids == tuple(users[20:])
+    assert not partial.all_delivered
+    assert [len(x.user_ids) for x in dingtalk.sent] == [20]
+
+
 def test_undelivered_users_are_reported(dingtalk: FakeDingTalk, api: ApiClient) -> None:
     """Invalid and flow-controlled ids come back in the result instead of being hidden."""
     dingtalk.mark_users_invalid("ghost")
