@@ -7,6 +7,8 @@ typo fails before any network I/O. Secrets are ``repr=False``.
 from __future__ import annotations
 
 import os
+import random as _random
+import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -143,8 +145,9 @@ class ReconnectPolicy:
     ``ReconnectGaveUp``; by default it never gives up.
 
     Example:
-        >>> ReconnectPolicy(initial=0.5, max=30.0, give_up_after=600.0).max
-        30.0
+        >>> policy = ReconnectPolicy(initial=0.5, max=30.0, jitter=0.0, give_up_after=600.0)
+        >>> [policy.delay(n) for n in (1, 2, 3, 10)]
+        [0.5, 1.0, 2.0, 30.0]
     """
 
     initial: float = attrs.field(default=1.0, validator=_positive)
@@ -154,14 +157,38 @@ class ReconnectPolicy:
     give_up_after: Optional[float] = attrs.field(default=None, validator=_positive)
     max_attempts: Optional[int] = attrs.field(default=None, validator=_positive)
 
+    def delay(
+        self, failures: int, *, auth: bool = False, random: Callable[[], float] = _random.random
+    ) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (``auth``: credentials refused).
+
+        Example:
+            >>> ReconnectPolicy(initial=1.0, jitter=0.0, auth_wait=60.0).delay(1, auth=True)
+            60.0
+        """
+        exponent = min(max(failures, 1) - 1, 64)  # 2**64 already dwarfs any sane max
+        wait = min(self.initial * 2.0**exponent, self.max) + self.jitter * random()
+        return max(wait, self.auth_wait) if auth else wait
+
     def retrying(
         self,
         stop_event: threading.Event,
         *,
         sleep: Optional[Callable[[float], Any]] = None,
+        clock: Callable[[], float] = time.monotonic,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
+        auth_errors: tuple[type[BaseException], ...] = (),
+        before_sleep: Optional[Callable[[BaseException, int, float], Any]] = None,
     ) -> tenacity.Retrying:
         """Build the tenacity controller; sleeping waits on ``stop_event`` so stop() interrupts it.
+
+        Args:
+            stop_event: once set, no further attempt is made.
+            sleep: replaces the wait on ``stop_event`` (tests pass a fake that advances ``clock``).
+            clock: measures ``give_up_after``; tenacity's own timer cannot be injected.
+            retry_on: exception types worth another attempt; anything else propagates.
+            auth_errors: failures that wait at least ``auth_wait``.
+            before_sleep: called with (error, failures so far, seconds about to be slept).
 
         Example:
             >>> import threading
@@ -169,24 +196,36 @@ class ReconnectPolicy:
         """
         import tenacity
 
-        stop: Any = tenacity.stop_never
-        if self.give_up_after is not None:
-            stop = tenacity.stop_after_delay(self.give_up_after)
-        if self.max_attempts is not None:
-            stop = stop | tenacity.stop_after_attempt(self.max_attempts)
+        started = clock()
 
-        def stopped(_state: tenacity.RetryCallState) -> bool:
-            return stop_event.is_set()
+        def give_up(state: tenacity.RetryCallState) -> bool:
+            if stop_event.is_set():
+                return True
+            if self.max_attempts is not None and state.attempt_number >= self.max_attempts:
+                return True
+            return self.give_up_after is not None and clock() - started >= self.give_up_after
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome is not None else None
+            auth = bool(auth_errors) and isinstance(error, auth_errors)
+            return self.delay(state.attempt_number, auth=auth)
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            if before_sleep is None or state.outcome is None:
+                return
+            error = state.outcome.exception()
+            if error is not None:
+                before_sleep(error, state.attempt_number, state.upcoming_sleep)
 
         def wait_on_stop_event(seconds: float) -> None:
             stop_event.wait(seconds)
 
         return tenacity.Retrying(
             sleep=sleep if sleep is not None else wait_on_stop_event,
-            stop=stop | stopped,
-            wait=tenacity.wait_exponential(multiplier=self.initial, max=self.max)
-            + tenacity.wait_random(0, self.jitter),
+            stop=give_up,
+            wait=wait,
             retry=tenacity.retry_if_exception_type(retry_on),
+            before_sleep=announce,
             reraise=False,
         )
 
@@ -198,17 +237,23 @@ class StreamConfig:
     Args:
         concurrency: handler threads; frames beyond ``concurrency + max_pending`` make the
             reader wait (backpressure) instead of queueing without bound.
+        max_pending: frames read and waiting for a handler thread.
         ping_interval: seconds between websocket pings sent by the client; by default
             ``min(10, dead_after / 2.5)``.
         dead_after: a connection that shows no sign of life (frame or pong) for this long is
             declared dead and replaced.
         recv_timeout: how often the reader wakes up to notice stop() and the watchdog.
-        open_timeout: timeout of the gateway HTTP call and the websocket handshake.
+        open_timeout: timeout of the gateway HTTP call, the websocket handshake and replies
+            through session webhooks.
         dedupe_ttl: seconds a handled messageId is remembered for redeliveries.
+        drain_timeout: how long the client waits for running handlers when it gives up.
+        disconnect_grace: after a server ``disconnect``, how long the old connection is still
+            read (the gateway closes it after 10 s) while the new one already receives.
         proxy: ``http://user:pass@host:port`` for both the HTTP call and the websocket; by
             default the usual ``HTTPS_PROXY``/``NO_PROXY`` environment variables apply.
         ca_bundle: a CA bundle path for TLS verification (verification is always on).
         reconnect: the :class:`ReconnectPolicy`.
+        user_agent: the product name sent as ``ua`` (``<user_agent>/<version>``).
 
     Example:
         >>> StreamConfig(concurrency=16, dead_after=2.0).ping_interval
@@ -223,7 +268,8 @@ class StreamConfig:
     open_timeout: float = attrs.field(default=10.0, validator=_positive)
     dedupe_ttl: float = attrs.field(default=600.0, validator=_positive)
     drain_timeout: float = attrs.field(default=30.0, validator=_non_negative)
-    proxy: Optional[str] = None
+    disconnect_grace: float = attrs.field(default=15.0, validator=_non_negative)
+    proxy: Optional[str] = attrs.field(default=None, repr=False)  # may carry a password
     ca_bundle: Optional[str] = None
     reconnect: ReconnectPolicy = attrs.field(factory=ReconnectPolicy)
     user_agent: str = "dingsync"
@@ -232,6 +278,17 @@ class StreamConfig:
     def _ping_interval_default(self) -> float:
         # Two pings fit in dead_after, so one lost pong alone never kills a healthy connection.
         return min(10.0, self.dead_after / 2.5)
+
+    @proxy.validator
+    def _check_proxy(self, _attribute: Any, value: Optional[str]) -> None:
+        if value is None:
+            return
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                "proxy must look like http://[user:password@]host:port "
+                f"(got a {parts.scheme or 'scheme-less'} URL)"
+            )
 
     def __attrs_post_init__(self) -> None:
         if self.dead_after <= self.ping_interval:

@@ -1,0 +1,21 @@
+"""The receiving side: :class:`StreamClient` and the dedupe stores it uses.
+
+Example:
+    >>> from dingsync.stream import MemoryDedupeStore, StreamClient
+    >>> store = MemoryDedupeStore(ttl=600, max_entries=10_000)
+"""
+
+from __future__ import annotations
+
+from .client import StreamClient
+from .dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
+from .liveness import StreamStats
+
+__all__ = [
+    "StreamClient",
+    "StreamStats",
+    "DedupeStore",
+    "MemoryDedupeStore",
+    "RedisDedupeStore",
+    "Claim",
+]

@@ -1,0 +1,663 @@
+"""StreamClient: receive DingTalk Stream Mode pushes on threads, without asyncio.
+
+Threads (DESIGN §4):
+
+- the reader (``run_forever``'s caller, or ``dingsync-reader`` after ``start()``) opens a
+  ticket and a websocket, reads frames, answers SYSTEM ping inline and hands every other frame
+  to the handler pool; it is the only thread that connects, so reconnects never race;
+- ``dingsync-handler-N`` (a ThreadPoolExecutor of ``concurrency``) run handlers and send acks;
+  a semaphore of ``concurrency + max_pending`` makes the reader wait when they fall behind;
+- ``dingsync-keepalive`` pings and runs the watchdog;
+- ``dingsync-reader-retiring`` drains a connection after SYSTEM disconnect, while the reader
+  already reads its replacement.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+import attrs
+
+from ..config import Credentials, Endpoints, StreamConfig
+from ..context import Context, WebhookPoster
+from ..errors import (
+    AuthError,
+    ConnectionClosed,
+    GatewayOpenError,
+    ProtocolError,
+    ReconnectGaveUp,
+    StreamError,
+    TransportError,
+)
+from ..frames import Ack, Frame, FrameType, Topic
+from ..routing import AckPolicy, Route, Router
+from .connection import Connection, Connector, message_id_of, open_connection, origin_stamp
+from .dedupe import NEW, PROCESSING, Claim, Deduper, DedupeStore, MemoryDedupeStore
+from .liveness import Keepalive, RetiringReader, StreamStats, assess, is_dead, make_before_break
+
+if TYPE_CHECKING:
+    import requests
+
+    from ..api import ApiClient
+
+__all__ = ["StreamClient", "StreamStats"]
+
+log = logging.getLogger("dingsync.stream")
+
+# Failures worth another connection attempt; anything else is a bug and propagates.
+_RETRY_ON = (TransportError, GatewayOpenError, ConnectionClosed, AuthError)
+
+
+class StreamClient:
+    """Receives pushes from the DingTalk Stream gateway and runs a Router's handlers.
+
+    Args:
+        credentials: the app's client id and secret.
+        router: the handlers; its subscriptions are sent when each connection opens.
+        endpoints: API base URLs (default: ``Endpoints.from_env()``).
+        config: a :class:`~dingsync.StreamConfig`.
+        dedupe: a :class:`~dingsync.stream.dedupe.DedupeStore` (default: in memory, kept
+            ``config.dedupe_ttl`` seconds); share a RedisDedupeStore between replicas.
+        api: the ApiClient handed to handlers as ``ctx.api`` and used when a reply outlives
+            its session webhook; by default one on the same credentials and endpoints.
+        clock: monotonic clock (injectable for tests).
+        sleep: replaces the backoff wait (injectable for tests; by default the wait ends early
+            when stop() is called).
+        connector: opens the websocket; ``websocket.create_connection`` by default.
+
+    Example:
+        >>> client = StreamClient(Credentials.from_env(), route)  # doctest: +SKIP
+        >>> client.run_forever()  # blocks; or: with client: ...  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        router: Router,
+        *,
+        endpoints: Optional[Endpoints] = None,
+        config: Optional[StreamConfig] = None,
+        dedupe: Optional[DedupeStore] = None,
+        api: Optional[ApiClient] = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Optional[Callable[[float], Any]] = None,
+        connector: Optional[Connector] = None,
+    ) -> None:
+        self.credentials = credentials
+        self.router = router
+        self.endpoints = endpoints if endpoints is not None else Endpoints.from_env()
+        self.config = config if config is not None else StreamConfig()
+        self.dedupe: DedupeStore = (
+            dedupe if dedupe is not None else MemoryDedupeStore(ttl=self.config.dedupe_ttl)
+        )
+        self._deduper: Deduper[Tuple[Connection, str]] = Deduper(self.dedupe)
+        self._owns_api = api is None
+        self.api = api if api is not None else self._default_api()
+        self._clock = clock
+        self._sleep = sleep
+        self._connector = connector
+        self._lock = threading.Lock()
+        self._counters: Dict[str, Any] = attrs.asdict(StreamStats())  # connected is computed
+        self._stopping = threading.Event()  # no more intake
+        self._done = threading.Event()  # run_forever has returned
+        self._hard = False
+        self._drain_deadline: Optional[float] = None
+        self._state = "new"
+        self._reader_ident: Optional[int] = None
+        self._thread: Optional[threading.Thread] = None
+        self._current: Optional[Connection] = None
+        self._retiring: List[RetiringReader] = []
+        self._numbers = itertools.count(1)
+        self._handler_numbers = itertools.count(1)
+        self._healthy_session = False
+        self._idle = threading.Condition(self._lock)
+        self._slots = threading.BoundedSemaphore(self.config.concurrency + self.config.max_pending)
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._keepalive: Optional[Keepalive] = None
+        self._http: Optional[requests.Session] = None
+        self._poster: Optional[WebhookPoster] = None
+        self._origin: Optional[str] = None
+        self.error: Optional[BaseException] = None
+        self.last_error: Optional[BaseException] = None
+
+    def _default_api(self) -> ApiClient:
+        from ..api import ApiClient
+
+        # No I/O here: the token is fetched the first time a handler uses ctx.api.
+        return ApiClient(
+            self.credentials,
+            endpoints=self.endpoints,
+            proxy=self.config.proxy,
+            ca_bundle=self.config.ca_bundle,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamClient(client_id={self.credentials.client_id!r}, "
+            f"state={self._state!r}, connected={self.connected!r})"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def run_forever(self) -> None:
+        """Receive until :meth:`stop` is called; reconnect on every fault.
+
+        Example:
+            >>> StreamClient(creds, route).run_forever()  # doctest: +SKIP
+
+        Raises:
+            ReconnectGaveUp: the ReconnectPolicy's ``give_up_after``/``max_attempts`` ran out;
+                ``__cause__`` is the last error (an AuthError for bad credentials).
+            StreamError: the client was already started.
+        """
+        with self._lock:
+            if self._state != "new":
+                raise StreamError("a StreamClient runs once; create a new one to run again")
+            self._state = "running"
+            self._reader_ident = threading.get_ident()
+        try:
+            self._begin()
+            self._reconnect_loop()
+        finally:
+            self._shutdown()
+
+    def start(self) -> StreamClient:
+        """Run :meth:`run_forever` on a background thread (``dingsync-reader``); returns self.
+
+        A fatal error (ReconnectGaveUp) ends the thread and is kept in ``error``.
+
+        Example:
+            >>> client = StreamClient(creds, route).start()  # doctest: +SKIP
+            >>> client.stop(timeout=30)  # doctest: +SKIP
+        """
+        with self._lock:
+            if self._state != "new" or self._thread is not None:
+                raise StreamError("a StreamClient runs once; create a new one to run again")
+            self._thread = threading.Thread(
+                target=self._run_in_background, name="dingsync-reader", daemon=True
+            )
+        self._thread.start()
+        return self
+
+    def _run_in_background(self) -> None:
+        try:
+            self.run_forever()
+        except BaseException as exc:
+            self.error = exc
+            log.error("stream client stopped: %s: %s", type(exc).__name__, exc)
+
+    def stop(self, timeout: float = 30.0, *, drain: bool = True) -> None:
+        """Stop receiving; with ``drain`` let running and queued handlers finish and send their
+        acks (within ``timeout``), then close the connection. Idempotent; a later call with
+        ``drain=False`` turns a draining stop into a hard one.
+
+        Example:
+            >>> client.stop(timeout=30)  # doctest: +SKIP
+        """
+        with self._lock:
+            if self._state == "new" and self._thread is None:
+                self._state = "stopped"
+                self._done.set()
+                return
+            deadline = self._clock() + max(0.0, timeout - min(1.0, timeout / 10))
+            if self._drain_deadline is None or deadline < self._drain_deadline:
+                self._drain_deadline = deadline
+            if not drain:
+                self._hard = True
+            self._idle.notify_all()
+        if not self._stopping.is_set():
+            log.info("stopping: no new frames; %s", "draining handlers" if drain else "hard stop")
+        self._stopping.set()
+        me = threading.get_ident()
+        if me == self._reader_ident or threading.current_thread().name.startswith(
+            "dingsync-handler"
+        ):
+            return  # the reader (or a handler) cannot wait for itself to finish
+        if not self._done.wait(timeout):
+            log.warning("stop(): the client did not finish within %gs", timeout)
+
+    def __enter__(self) -> StreamClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(timeout=self.config.drain_timeout)
+
+    # -- observability -------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether a gateway connection is open right now.
+
+        Example:
+            >>> client.connected  # doctest: +SKIP
+            True
+        """
+        conn = self._current
+        return conn is not None and not conn.closed
+
+    @property
+    def stats(self) -> StreamStats:
+        """A frozen snapshot of the counters (see :class:`StreamStats`).
+
+        Example:
+            >>> client.stats.in_flight  # doctest: +SKIP
+            0
+        """
+        with self._lock:
+            counters = dict(self._counters)
+            conn = self._current
+        if conn is not None and conn.last_alive is not None:
+            earlier = counters["last_alive_at"]
+            counters["last_alive_at"] = max(earlier or 0.0, conn.last_alive)
+        counters["connected"] = conn is not None and not conn.closed
+        return StreamStats(**counters)
+
+    def health(self) -> Tuple[bool, Dict[str, Any]]:
+        """``(healthy, details)``: healthy means connected, with a frame or pong seen within
+        ``dead_after`` seconds. ``details`` holds the stats plus ``seconds_since_alive``,
+        ``state`` and ``last_error``.
+
+        Example:
+            >>> ok, details = client.health()  # doctest: +SKIP
+        """
+        return assess(
+            self.stats,
+            now=self._clock(),
+            dead_after=self.config.dead_after,
+            state=self._state,
+            last_error=self.last_error,
+        )
+
+    # -- the reader ----------------------------------------------------------------------
+    def _begin(self) -> None:
+        import requests
+
+        self._http = requests.Session()
+        proxies = (
+            {"http": self.config.proxy, "https": self.config.proxy} if self.config.proxy else None
+        )
+        self._poster = WebhookPoster(
+            self._http,
+            timeout=self.config.open_timeout,
+            verify=self.config.ca_bundle or True,
+            proxies=proxies,
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.config.concurrency,
+            thread_name_prefix="dingsync-handler",
+            initializer=self._name_handler_thread,
+        )
+        self._keepalive = Keepalive(
+            lambda: self._current,
+            interval=self.config.ping_interval,
+            dead_after=self.config.dead_after,
+            clock=self._clock,
+        )
+        self._keepalive.start()
+        subs = self.router.subscriptions()
+        if not subs:
+            log.warning("the router has no handlers: DingTalk will push nothing but SYSTEM frames")
+        log.info(
+            "starting for client id %s: %s; each push goes to ONE of the app's open connections",
+            self.credentials.client_id,
+            ", ".join(f"{s['type']} {s['topic']}" for s in subs) or "no subscriptions",
+        )
+
+    def _name_handler_thread(self) -> None:
+        threading.current_thread().name = f"dingsync-handler-{next(self._handler_numbers)}"
+
+    def _reconnect_loop(self) -> None:
+        import tenacity
+
+        while not self._stopping.is_set():
+            retrying = self.config.reconnect.retrying(
+                self._stopping,
+                sleep=self._sleep,
+                clock=self._clock,
+                retry_on=_RETRY_ON,
+                auth_errors=(AuthError,),
+                before_sleep=self._announce_retry,
+            )
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        self._session()
+            except tenacity.RetryError as exc:
+                if self._stopping.is_set():
+                    return
+                attempts = exc.last_attempt.attempt_number
+                cause = exc.last_attempt.exception()
+                log.error("giving up after %d failed connection attempts: %s", attempts, cause)
+                raise ReconnectGaveUp(
+                    f"gave up after {attempts} failed connection attempts; last error: {cause}",
+                    attempts=attempts,
+                ) from cause
+
+    def _announce_retry(self, error: BaseException, failures: int, wait: float) -> None:
+        self.last_error = error
+        if isinstance(error, AuthError):
+            log.error("%s; next attempt in %.0fs", error, wait)
+        else:
+            log.warning(
+                "connection attempt %d failed (%s); retrying in %.1fs", failures, error, wait
+            )
+
+    def _session(self) -> None:
+        """One connection (or a chain of make-before-break replacements) until it ends.
+
+        Returns normally when stopping or after a healthy session ended (the backoff restarts
+        from zero); raises when the connection could not be opened or died without ever
+        delivering a frame.
+        """
+        if self._stopping.is_set():
+            return
+        self._healthy_session = False
+        conn = self._open(planned=False)
+        try:
+            self._serve(conn)
+        except (TransportError, StreamError) as exc:
+            # Healthy: it delivered frames, or lived long enough to have been dead-checked.
+            lived = self._clock() - conn.opened_at >= self.config.dead_after
+            if not (self._healthy_session or lived):
+                raise
+            self.last_error = exc
+            log.warning("%s; reconnecting", exc)
+        except Exception as exc:  # a bug here must not end the receiving, only this connection
+            log.exception("unexpected error in the reader; reconnecting")
+            raise TransportError(f"unexpected reader error: {type(exc).__name__}") from exc
+        finally:
+            current = self._current
+            if current is not None and not self._stopping.is_set():
+                self._drop_current(current)
+
+    def _drop_current(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.last_alive is not None:
+                self._counters["last_alive_at"] = conn.last_alive
+            if self._current is conn:
+                self._current = None
+        conn.close()
+
+    def _open(self, *, planned: bool) -> Connection:
+        if self._origin is None:
+            self._origin = origin_stamp(self.endpoints.api)
+        conn = open_connection(
+            self._http,
+            credentials=self.credentials,
+            endpoints=self.endpoints,
+            subscriptions=self.router.subscriptions(),
+            config=self.config,
+            number=next(self._numbers),
+            origin=self._origin,
+            connector=self._connector,
+            clock=self._clock,
+        )
+        with self._lock:
+            if self._counters["connections_opened"] and not planned:
+                self._counters["reconnects"] += 1
+            self._counters["connections_opened"] += 1
+            self._current = conn
+        self.last_error = None
+        return conn
+
+    def _serve(self, conn: Connection) -> None:
+        dead_after = self.config.dead_after
+        while not self._stopping.is_set():
+            if is_dead(conn, self._clock(), dead_after):
+                conn.abort(f"no frame or pong for more than {dead_after}s")
+                raise ConnectionClosed(
+                    f"connection #{conn.number} showed no sign of life for {dead_after}s"
+                )
+            raw = conn.recv()
+            if raw is None:
+                continue
+            self._healthy_session = True
+            replacement = self._handle_raw(raw, conn)
+            if replacement is not None:
+                conn = replacement
+
+    def _handle_raw(self, raw: bytes, conn: Connection) -> Optional[Connection]:
+        """Handle one frame read from ``conn``; returns the replacement after a disconnect."""
+        now = self._clock()
+        with self._lock:
+            self._counters["frames_received"] += 1
+            self._counters["last_frame_at"] = now
+        try:
+            frame = Frame.from_wire(raw)
+        except ProtocolError as exc:
+            mid = message_id_of(raw)
+            log.warning(
+                "skipped a malformed frame on connection #%d: %s%s",
+                conn.number,
+                exc,
+                f" (message {mid}, answered 400)" if mid else "",
+            )
+            if mid:
+                self._send_ack(conn, Ack.error(mid, 400, f"malformed frame: {exc.field}", {}))
+            return None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "frame %s %s message %s on connection #%d",
+                frame.type,
+                frame.topic,
+                frame.message_id,
+                conn.number,
+            )
+        if frame.type == FrameType.SYSTEM:
+            return self._system(frame, conn)
+        if conn.gateway_id is None and frame.headers.connection_id:
+            conn.gateway_id = frame.headers.connection_id
+            log.info("connection #%d is gateway connection %s", conn.number, conn.gateway_id)
+        self._submit(frame, conn)
+        return None
+
+    def _system(self, frame: Frame, conn: Connection) -> Optional[Connection]:
+        if frame.topic == Topic.PING:
+            try:
+                conn.send(Ack.ok(frame.message_id, frame.data).to_wire())
+            except ConnectionClosed as exc:
+                log.info("could not answer a ping: %s", exc)
+            return None
+        if frame.topic == Topic.DISCONNECT:
+            return self._replace(frame, conn)
+        log.debug("ignored SYSTEM topic %s", frame.topic)
+        return None
+
+    def _replace(self, frame: Frame, old: Connection) -> Optional[Connection]:
+        if old.retiring or old is not self._current:
+            return None  # already being replaced
+        replaced = make_before_break(
+            old,
+            frame,
+            open_new=lambda: self._open(planned=True),
+            on_frame=self._handle_raw,
+            grace=self.config.disconnect_grace,
+            stopping=self._stopping,
+            clock=self._clock,
+        )
+        if replaced is None:
+            return None
+        new, reader = replaced
+        with self._lock:
+            self._retiring = [r for r in self._retiring if r.is_alive()] + [reader]
+        return new
+
+    # -- handing frames to the pool ------------------------------------------------------
+    def _submit(self, frame: Frame, conn: Connection) -> None:
+        route = self.router.route_for(frame)
+        if route is None:
+            self._send_ack(conn, self.router.not_found(frame))
+            return
+        if route.ack == AckPolicy.RECEIPT:
+            self._send_ack(conn, route.receipt_ack(frame.message_id))
+        if not self._acquire_slot(conn):
+            return  # hard stop while waiting: no ack, DingTalk redelivers
+        self._count("in_flight")
+        try:
+            assert self._pool is not None
+            self._pool.submit(self._work, frame, route, conn)
+        except RuntimeError:  # the pool is shut down (hard stop racing with this frame)
+            self._release_slot()
+
+    def _acquire_slot(self, conn: Connection) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("all handler slots busy; the reader waits (backpressure)")
+        conn.paused = True  # the silence that follows is ours, not the network's
+        try:
+            while not self._slots.acquire(timeout=self.config.recv_timeout):
+                if self._hard:
+                    return False
+            return True
+        finally:
+            conn.resume()
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._counters["in_flight"] -= 1
+            if self._counters["in_flight"] == 0:
+                self._idle.notify_all()
+        self._slots.release()
+
+    def _work(self, frame: Frame, route: Route, conn: Connection) -> None:
+        try:
+            if not self._hard:
+                self._process(frame, route, conn)
+        except Exception:  # a bug here must cost one message, never a handler thread
+            log.exception("internal error while handling message %s", frame.message_id)
+        finally:
+            self._release_slot()
+
+    def _process(self, frame: Frame, route: Route, conn: Connection) -> None:
+        receipt = route.ack == AckPolicy.RECEIPT
+        try:
+            payload = route.decode(frame)
+        except ProtocolError as exc:
+            ack = self.router.malformed(frame, exc)
+            if not receipt:
+                self._send_ack(conn, ack)
+            return
+        key = f"{self.credentials.client_id}:{route.dedupe_key(frame, payload)}"
+        claim = self._deduper.claim(key, (conn, frame.message_id))
+        if claim is None:  # running on another thread: acked when that run finishes
+            self._count("redeliveries_skipped")
+            return
+        if claim.state != NEW:
+            self._answer_duplicate(frame, route, conn, key, claim)
+            return
+        ctx = Context(
+            frame=frame,
+            message=payload,
+            api=self.api,
+            redelivered=claim.attempt > 1,
+            post=self._poster,
+        )
+        if receipt:
+            ack = route.receipt_ack(frame.message_id)
+            self._deduper.remember(key, ack)  # redeliveries during the handler get it too
+            if self.router.invoke(route, payload, ctx).code >= 500:
+                self._count("handler_errors")
+        else:
+            ack = self.router.invoke(route, payload, ctx)
+            if ack.code >= 500:
+                self._count("handler_errors")
+            # Stored before it is sent: a duplicate arriving right after the ack finds it.
+            self._deduper.remember(key, ack)
+            self._send_ack(conn, ack)
+        self._ack_waiters(key, None if receipt else ack)
+
+    def _count(self, counter: str, delta: int = 1) -> None:
+        with self._lock:
+            self._counters[counter] += delta
+
+    def _answer_duplicate(
+        self, frame: Frame, route: Route, conn: Connection, key: str, claim: Claim
+    ) -> None:
+        self._count("redeliveries_skipped")
+        if claim.state == PROCESSING:
+            # Another replica runs it: its ack answers the gateway, or the next redelivery
+            # finds the cached ack.
+            log.info("message %s is being handled elsewhere; not run again", frame.message_id)
+            self._ack_waiters(key, None)
+            return
+        ack = claim.ack or route.receipt_ack(frame.message_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("message %s was handled already; replaying its ack", frame.message_id)
+        if route.ack == AckPolicy.RECEIPT:  # the reader acked it on receipt already
+            self._ack_waiters(key, None)
+            return
+        self._send_ack(conn, attrs.evolve(ack, message_id=frame.message_id))
+        self._ack_waiters(key, ack)
+
+    def _ack_waiters(self, key: str, ack: Optional[Ack]) -> None:
+        for conn, message_id in self._deduper.finish(key):
+            if ack is not None:
+                self._send_ack(conn, attrs.evolve(ack, message_id=message_id))
+
+    def _send_ack(self, conn: Connection, ack: Ack) -> None:
+        """Ack on the connection the frame came from, else on the current one."""
+        text = ack.to_wire()
+        current = self._current
+        for target in (conn, current) if current is not conn else (conn,):
+            if target is None or target.closed:
+                continue
+            try:
+                target.send(text)
+            except ConnectionClosed:
+                continue
+            self._count("acks_sent")
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "ack %s code %d on connection #%d", ack.message_id, ack.code, target.number
+                )
+            return
+        log.warning(
+            "no open connection to ack message %s on; DingTalk may deliver it again",
+            ack.message_id,
+        )
+
+    # -- shutting down -------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        try:
+            self._drain()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            with self._lock:
+                retiring, self._retiring = self._retiring, []
+            for reader in retiring:
+                reader.join(self.config.recv_timeout + 1.0)
+            conn = self._current
+            if conn is not None:
+                self._drop_current(conn)
+            if self._keepalive is not None:
+                self._keepalive.stop()
+            if self._http is not None:
+                self._http.close()
+            if self._owns_api and self.api is not None:
+                self.api.close()
+        finally:
+            with self._lock:
+                self._state = "stopped"
+            self._done.set()
+            log.info("stopped")
+
+    def _drain(self) -> None:
+        with self._lock:
+            if self._drain_deadline is None:
+                self._drain_deadline = self._clock() + self.config.drain_timeout
+            while self._counters["in_flight"] and not self._hard:
+                left = self._drain_deadline - self._clock()
+                if left <= 0:
+                    log.warning(
+                        "%d handler(s) still running after the drain timeout; their acks "
+                        "will not be sent",
+                        self._counters["in_flight"],
+                    )
+                    self._hard = True  # queued frames are skipped: DingTalk redelivers them
+                    break
+                self._idle.wait(min(left, 0.1))

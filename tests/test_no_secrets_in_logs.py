@@ -1,0 +1,97 @@
+"""No secret reaches a log record at any level, nor a repr, during a whole stream session."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, List
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+import dingsync
+from dingsync.testing import FakeDingTalk
+
+#: The emulator plays DingTalk's server, which knows every secret; its own log lines (the
+#: websockets server library logs the handshake line at DEBUG) are not the client's.
+SERVER_LOGGERS = ("dingsync.testing",)
+
+
+def _session_tokens(fake: FakeDingTalk) -> List[str]:
+    tokens = []
+    for push in fake.pushes:
+        data = push.data if push.topic == "/v1.0/im/bot/messages/get" else None
+        url = data.get("sessionWebhook") if isinstance(data, dict) else None
+        if url:
+            tokens += parse_qs(urlsplit(url).query)["session"]
+    return tokens
+
+
+def test_a_full_session_logs_no_secret(
+    dingtalk: FakeDingTalk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connect, messages, replies (webhook and OpenAPI fallback), a failing handler, ping,
+    disconnect, drop and reconnect, stop: with DEBUG logging on, no record and no repr contains
+    the client secret, a ticket, a session webhook token or an access token."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="dingsync")
+    replied = threading.Event()
+    route = dingsync.Router()
+
+    @route.chatbot
+    def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
+        ctx.logger.debug("handling %s", msg.text)
+        if msg.text == "late":
+            dingtalk.expire_session(ctx.message_id)  # the reply must take the OpenAPI path
+        if msg.text == "fail":
+            raise RuntimeError(f"failed while holding {msg.msg_id}")
+        ctx.reply_text(f"echo {msg.text}", at_sender=True)
+        if msg.text == "late":
+            replied.set()
+
+    @route.event()
+    def on_event(ev: dingsync.Event, ctx: dingsync.Context) -> None:
+        ctx.logger.info("event %s", ev.event_type)
+
+    config = dingsync.StreamConfig(
+        recv_timeout=0.05,
+        dead_after=2.0,
+        disconnect_grace=1.0,
+        proxy=None,
+        reconnect=dingsync.ReconnectPolicy(initial=0.05, jitter=0.0),
+    )
+    client = dingsync.StreamClient(
+        dingtalk.credentials, route, endpoints=dingtalk.endpoints, config=config
+    )
+    with client:
+        dingtalk.wait_for_connections(1)
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("hello"))
+        dingtalk.wait_for_reply()
+        dingtalk.wait_for_ack(dingtalk.push_event("user_add_org", {"userId": ["u1"]}))
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("fail"))
+        dingtalk.wait_for_ack(dingtalk.ping())
+        dingtalk.disconnect(close_after=0.3)
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 2)
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("after disconnect"))
+        dingtalk.drop()
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 3)
+        dingtalk.wait_for_connections(1)
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("late"))
+        assert replied.wait(5)
+    assert client.api is not None
+    token = client.api.access_token().value
+    secrets = [dingtalk.client_secret, token]
+    secrets += [r.ticket for r in dingtalk.open_requests if r.ticket]
+    secrets += _session_tokens(dingtalk)
+    assert len(secrets) >= 2 + 3 + 4
+
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s %(args)s")
+    records = [r for r in caplog.records if not r.name.startswith(SERVER_LOGGERS)]
+    assert any(r.levelno == logging.DEBUG for r in records)
+    assert any(r.exc_info for r in records)  # the failing handler's traceback is included
+    logged = "\n".join(formatter.format(r) + repr(r.__dict__.get("message_id")) for r in records)
+    shown: List[Any] = [client, client.config, client.credentials, dingtalk.credentials, client.api]
+    text = logged + "\n".join(repr(x) for x in shown)
+    for secret in secrets:
+        assert secret not in text
+    assert "ticket=" not in logged and "session=" + secrets[-1] not in logged
