@@ -20,6 +20,7 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Union
 
+from ._redact import redact_logger
 from .errors import (
     ApiError,
     ConfigurationError,
@@ -51,14 +52,6 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _mask_urllib3_request_lines() -> None:
-    # urllib3 logs each request line, query string included, at DEBUG; a session webhook's
-    # query is its credential. The API layer's filter masks it (one filter for the package).
-    from .api._http import _guard_urllib3_logs
-
-    _guard_urllib3_logs()
-
-
 class WebhookPoster:
     """Posts a JSON body to a session webhook with a timeout and decodes DingTalk's answer.
 
@@ -88,7 +81,9 @@ class WebhookPoster:
     def __call__(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         import requests
 
-        _mask_urllib3_request_lines()
+        # urllib3 logs each request line, query string included, at DEBUG; a session webhook's
+        # query is its credential.
+        redact_logger("urllib3.connectionpool")
         session = self._session
         if session is None:
             session = self._session = requests.Session()

@@ -149,7 +149,11 @@ class Headers:
     @property
     def time_ms(self) -> Optional[int]:
         """The ``time`` header as epoch milliseconds, when it is a number."""
-        return int(self.time) if self.time is not None and self.time.isascii() and self.time.isdigit() else None
+        return (
+            int(self.time)
+            if self.time is not None and self.time.isascii() and self.time.isdigit()
+            else None
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -9,11 +9,11 @@ reference/openapi.md §9.
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, Dict, Mapping
 
 import requests
 
+from .._redact import scrub
 from ..errors import (
     ApiError,
     AuthError,
@@ -46,14 +46,6 @@ _OLD_PERMISSION = {"60011", "60020"}
 _OLD_INVALID = {"40035", "22", "40004", "40005", "40006"}
 _NOT_RETRIED_RATE = {"ApiCountLimitForOrg", "Forbidden.AccessDenied.ApiCountLimitForOrg", "90020"}
 BAN_CODE = "IpBanned"
-
-_SECRET_QUERY = re.compile(
-    r"(access_token|appsecret|appSecret|sign|session|ticket)=([^&\s'\")]+)", re.IGNORECASE
-)
-
-
-def scrub(text: str) -> str:
-    return _SECRET_QUERY.sub(r"\1=***", text)
 
 
 def where(method: str, url: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Type
 import attrs
 import requests
 
+from .._redact import redact_logger
 from .._version import __version__
 from ..config import Credentials, Endpoints
 from ..errors import (
@@ -74,31 +75,6 @@ Sleep = Callable[[float], Any]
 
 DEFAULT_TIMEOUT: Timeout = 10.0
 _CHUNK = 64 * 1024
-
-
-class _RedactQuery(logging.Filter):
-    """Masks tokens and signatures in urllib3's DEBUG request lines.
-
-    urllib3 logs every request line, query string included, and the old-style API, ``/gettoken``
-    and custom robots carry the access token, app secret or webhook signature there. Only the
-    record's text is rewritten: no handler, level or propagation is touched.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = scrub(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
-_REDACTOR = _RedactQuery()
-
-
-def _guard_urllib3_logs() -> None:
-    target = logging.getLogger("urllib3.connectionpool")
-    if _REDACTOR not in target.filters:
-        target.addFilter(_REDACTOR)
 
 
 def _positive(_instance: Any, attribute: Any, value: Any) -> None:
@@ -170,7 +146,7 @@ class HttpCore:
         self._banned_until = 0.0
         self._ban: Optional[RateLimited] = None
         self._local = threading.local()
-        _guard_urllib3_logs()
+        redact_logger("urllib3.connectionpool")
 
     def close(self) -> None:
         if self._owns_session:

@@ -27,6 +27,7 @@ from websockets.http11 import Response as WsResponse
 from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
+from .._redact import redact_logger
 from ._records import _CONN_PLACEHOLDER, Connection, ConnectionRef, OpenRequest, Push, PushStats
 
 __all__ = ["WsConnectionsMixin"]
@@ -34,6 +35,8 @@ __all__ = ["WsConnectionsMixin"]
 # websockets logs only on bugs (handler crashes); the emulator must stay silent otherwise.
 _WS_LOGGER = logging.getLogger("dingsync.testing.gateway")
 _WS_LOGGER.addHandler(logging.NullHandler())
+# websockets logs each handshake's request line at DEBUG, and that line carries the ticket.
+redact_logger(_WS_LOGGER.name)
 
 
 @attrs.define(eq=False)
@@ -214,7 +217,11 @@ class WsConnectionsMixin:
         for ws in list(self._ws_all):
             _hard_close(ws, 1001, "")
         if self._ws_server is not None:
-            self._ws_server.shutdown(close_connections=False)
+            try:
+                # Every connection was hard-closed above; don't wait on closing handshakes.
+                self._ws_server.shutdown(close_connections=False)
+            except TypeError:  # websockets < 16 (the newest on Python 3.9) lacks the option
+                self._ws_server.shutdown()
         if self._ws_thread is not None:
             self._ws_thread.join(timeout=1.0)
         self._ws_server = self._ws_thread = None

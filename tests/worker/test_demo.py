@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from dingworker.demo import reply_text
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, Tuple
 
 import pytest
+
 from dingworker.health import HealthServer, render_metrics
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*) (-?[0-9.eE+-]+|NaN|[+-]Inf)$")

@@ -13,11 +13,11 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from click.testing import CliRunner, Result
-from dingworker.cli import JsonFormatter, Outcome, configure_logging, load_router, main, run_worker
-from dingworker.signals import ShutdownRequest, capture_signals
 
 import dingsync
 from dingsync.errors import ImportFromStringError
+from dingworker.cli import JsonFormatter, Outcome, configure_logging, load_router, main, run_worker
+from dingworker.signals import ShutdownRequest, capture_signals
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
