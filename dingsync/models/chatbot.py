@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
 
 import attrs
 
@@ -34,79 +34,73 @@ __all__ = [
 ]
 
 
+class _StringFields:
+    """``from_wire``/``to_wire`` for payload parts made of optional string fields.
+
+    A subclass lists its ``(wire name, attribute)`` pairs in ``_WIRE`` and has an ``extra``
+    mapping for the fields it does not know, which survive a round trip.
+    """
+
+    _WIRE: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    _REQUIRED: ClassVar[frozenset[str]] = frozenset()
+    extra: Mapping[str, Any]
+
+    @classmethod
+    def from_wire(cls: Type[_P], obj: Any, prefix: str = "content") -> _P:
+        obj = require_mapping(obj, prefix)
+        values = {
+            attr: get_str(obj, wire, prefix, required=wire in cls._REQUIRED)
+            for wire, attr in cls._WIRE
+        }
+        build: Any = cls  # the attrs subclass defines the keyword arguments
+        return cast(_P, build(**values, extra=rest(obj, frozenset(w for w, _ in cls._WIRE))))
+
+    def to_wire(self) -> Dict[str, Any]:
+        out = {w: getattr(self, a) for w, a in self._WIRE if getattr(self, a) is not None}
+        return {**out, **self.extra}
+
+
+_P = TypeVar("_P", bound=_StringFields)
+
+
 @attrs.frozen(kw_only=True)
-class TextContent:
+class TextContent(_StringFields):
     """``msgtype == "text"``: ``content`` is the raw text (in groups it starts with a space)."""
+
+    _WIRE = (("content", "content"),)
+    _REQUIRED = frozenset({"content"})
 
     content: str
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str = "text") -> TextContent:
-        obj = require_mapping(obj, prefix)
-        content = get_str(obj, "content", prefix, required=True)
-        assert content is not None
-        return cls(content=content, extra=rest(obj, frozenset({"content"})))
-
-    def to_wire(self) -> Dict[str, Any]:
-        return {"content": self.content, **self.extra}
-
 
 @attrs.frozen(kw_only=True)
-class PictureContent:
+class PictureContent(_StringFields):
     """``msgtype == "picture"``."""
+
+    _WIRE = (("pictureDownloadCode", "picture_download_code"), ("downloadCode", "download_code"))
 
     download_code: Optional[str] = None
     picture_download_code: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str = "content") -> PictureContent:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            download_code=get_str(obj, "downloadCode", prefix),
-            picture_download_code=get_str(obj, "pictureDownloadCode", prefix),
-            extra=rest(obj, frozenset({"downloadCode", "pictureDownloadCode"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        if self.picture_download_code is not None:
-            out["pictureDownloadCode"] = self.picture_download_code
-        if self.download_code is not None:
-            out["downloadCode"] = self.download_code
-        return {**out, **self.extra}
-
 
 @attrs.frozen(kw_only=True)
-class RichTextItem:
+class RichTextItem(_StringFields):
     """One piece of a rich-text message: text, or a picture with a download code."""
+
+    _WIRE = (
+        ("text", "text"),
+        ("type", "type"),
+        ("downloadCode", "download_code"),
+        ("pictureDownloadCode", "picture_download_code"),
+    )
 
     text: Optional[str] = None
     type: Optional[str] = None
     download_code: Optional[str] = None
     picture_download_code: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str) -> RichTextItem:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            text=get_str(obj, "text", prefix),
-            type=get_str(obj, "type", prefix),
-            download_code=get_str(obj, "downloadCode", prefix),
-            picture_download_code=get_str(obj, "pictureDownloadCode", prefix),
-            extra=rest(obj, frozenset({"text", "type", "downloadCode", "pictureDownloadCode"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        pairs = (
-            ("text", self.text),
-            ("type", self.type),
-            ("downloadCode", self.download_code),
-            ("pictureDownloadCode", self.picture_download_code),
-        )
-        return {**{k: v for k, v in pairs if v is not None}, **self.extra}
 
 
 @attrs.frozen(kw_only=True)
@@ -132,90 +126,53 @@ class RichTextContent:
 
 
 @attrs.frozen(kw_only=True)
-class AudioContent:
+class AudioContent(_StringFields):
     """``msgtype == "audio"``: ``recognition`` is DingTalk's speech-to-text."""
+
+    _WIRE = (
+        ("downloadCode", "download_code"),
+        ("recognition", "recognition"),
+        ("duration", "duration"),
+    )
 
     download_code: Optional[str] = None
     recognition: Optional[str] = None
     duration: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str = "content") -> AudioContent:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            download_code=get_str(obj, "downloadCode", prefix),
-            recognition=get_str(obj, "recognition", prefix),
-            duration=get_str(obj, "duration", prefix),
-            extra=rest(obj, frozenset({"downloadCode", "recognition", "duration"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        pairs = (
-            ("downloadCode", self.download_code),
-            ("recognition", self.recognition),
-            ("duration", self.duration),
-        )
-        return {**{k: v for k, v in pairs if v is not None}, **self.extra}
-
 
 @attrs.frozen(kw_only=True)
-class VideoContent:
+class VideoContent(_StringFields):
     """``msgtype == "video"`` (``duration`` in seconds, as a string on the wire)."""
+
+    _WIRE = (
+        ("downloadCode", "download_code"),
+        ("duration", "duration"),
+        ("videoType", "video_type"),
+    )
 
     download_code: Optional[str] = None
     duration: Optional[str] = None
     video_type: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
 
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str = "content") -> VideoContent:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            download_code=get_str(obj, "downloadCode", prefix),
-            duration=get_str(obj, "duration", prefix),
-            video_type=get_str(obj, "videoType", prefix),
-            extra=rest(obj, frozenset({"downloadCode", "duration", "videoType"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        pairs = (
-            ("downloadCode", self.download_code),
-            ("duration", self.duration),
-            ("videoType", self.video_type),
-        )
-        return {**{k: v for k, v in pairs if v is not None}, **self.extra}
-
 
 @attrs.frozen(kw_only=True)
-class FileContent:
+class FileContent(_StringFields):
     """``msgtype == "file"``."""
+
+    _WIRE = (
+        ("spaceId", "space_id"),
+        ("fileName", "file_name"),
+        ("downloadCode", "download_code"),
+        ("fileId", "file_id"),
+    )
 
     download_code: Optional[str] = None
     file_name: Optional[str] = None
     space_id: Optional[str] = None
     file_id: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str = "content") -> FileContent:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            download_code=get_str(obj, "downloadCode", prefix),
-            file_name=get_str(obj, "fileName", prefix),
-            space_id=get_str(obj, "spaceId", prefix),
-            file_id=get_str(obj, "fileId", prefix),
-            extra=rest(obj, frozenset({"downloadCode", "fileName", "spaceId", "fileId"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        pairs = (
-            ("spaceId", self.space_id),
-            ("fileName", self.file_name),
-            ("downloadCode", self.download_code),
-            ("fileId", self.file_id),
-        )
-        return {**{k: v for k, v in pairs if v is not None}, **self.extra}
 
 
 @attrs.frozen(kw_only=True)
@@ -262,23 +219,12 @@ class Attachment:
 
 
 @attrs.frozen(kw_only=True)
-class AtUser:
+class AtUser(_StringFields):
+    _WIRE = (("dingtalkId", "dingtalk_id"), ("staffId", "staff_id"))
+
     dingtalk_id: Optional[str] = None
     staff_id: Optional[str] = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_wire(cls, obj: Any, prefix: str) -> AtUser:
-        obj = require_mapping(obj, prefix)
-        return cls(
-            dingtalk_id=get_str(obj, "dingtalkId", prefix),
-            staff_id=get_str(obj, "staffId", prefix),
-            extra=rest(obj, frozenset({"dingtalkId", "staffId"})),
-        )
-
-    def to_wire(self) -> Dict[str, Any]:
-        pairs = (("dingtalkId", self.dingtalk_id), ("staffId", self.staff_id))
-        return {**{k: v for k, v in pairs if v is not None}, **self.extra}
 
 
 # Wire name -> attribute of the plain string fields.

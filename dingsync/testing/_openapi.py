@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, List, Mapping, Optional, Set
 import attrs
 
 from ._http import BadJson, Request, Response, new_error
+from ._records import webhook_text
 
 __all__ = [
     "OpenApiMixin",
@@ -110,11 +111,7 @@ class WebhookMessage:
 
     @property
     def text(self) -> Optional[str]:
-        part = self.body.get(self.msgtype)
-        if isinstance(part, dict):
-            value = part.get("content", part.get("text"))
-            return value if isinstance(value, str) else None
-        return None
+        return webhook_text(self.body, self.msgtype)
 
 
 @attrs.define

@@ -39,6 +39,15 @@ __all__ = [
 _CONN_PLACEHOLDER = "conn-" + secrets.token_hex(12)
 
 
+def webhook_text(body: Mapping[str, Any], msgtype: str) -> Optional[str]:
+    """The visible text of a webhook-style body (``{"msgtype": t, t: {"content"|"text": ...}}``)."""
+    part = body.get(msgtype)
+    if isinstance(part, dict):
+        value = part.get("content", part.get("text"))
+        return value if isinstance(value, str) else None
+    return None
+
+
 @attrs.frozen
 class Subscription:
     """One ``{type, topic}`` entry of an open request."""
@@ -211,11 +220,7 @@ class Reply:
     @property
     def text(self) -> Optional[str]:
         """The text of a text/markdown/actionCard/link reply."""
-        part = self.body.get(self.msgtype)
-        if isinstance(part, dict):
-            value = part.get("content", part.get("text"))
-            return value if isinstance(value, str) else None
-        return None
+        return webhook_text(self.body, self.msgtype)
 
 
 @attrs.frozen
