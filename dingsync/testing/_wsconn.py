@@ -88,7 +88,9 @@ class _GatedSocket:
 class _WsConnection(ServerConnection):
     owner: ClassVar[Optional[WsConnectionsMixin]] = None
 
-    def __init__(self, sock: socket.socket, protocol: Any, server: Server, **kwargs: Any) -> None:
+    # websockets >= 16 passes the Server as a third positional argument; 15 (the newest on
+    # Python 3.9) does not, so positional arguments are passed through as they come.
+    def __init__(self, sock: socket.socket, protocol: Any, *args: Any, **kwargs: Any) -> None:
         self.gate = _GatedSocket(sock)
         self.ticket: Optional[_Ticket] = None
         owner = self.owner
@@ -98,7 +100,7 @@ class _WsConnection(ServerConnection):
             kwargs["ping_timeout"] = owner.keepalive_timeout
             kwargs["close_timeout"] = owner.close_timeout
             owner._ws_all.add(self)
-        super().__init__(cast(socket.socket, self.gate), protocol, server, **kwargs)
+        super().__init__(cast(socket.socket, self.gate), protocol, *args, **kwargs)
 
 
 def _hard_close(ws: _WsConnection, code: int, reason: str) -> None:
