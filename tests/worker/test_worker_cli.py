@@ -22,6 +22,15 @@ from dingworker.signals import ShutdownRequest, capture_signals
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
+def _runner() -> CliRunner:
+    # click 8.1 (the newest on Python 3.9) mixes stderr into stdout unless told not to;
+    # click 8.2 always keeps them apart and has no such option.
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
 @pytest.fixture(autouse=True)
 def clean_imports() -> Iterator[None]:
     """Each test imports the fixture modules afresh and leaves sys.path as it found it."""
@@ -40,7 +49,7 @@ def invoke(args: List[str], env: Optional[Dict[str, Optional[str]]] = None) -> R
         "DINGTALK_OAPI_ENDPOINT": None,
     }
     base.update(env or {})
-    return CliRunner().invoke(main, args, env=base, catch_exceptions=False)
+    return _runner().invoke(main, args, env=base, catch_exceptions=False)
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:
