@@ -25,10 +25,16 @@ test: lint typecheck
 demo: $(STAMP)
 	$(BIN)/python -m dingworker.demo
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+BENCH_STAMP := $(VENV)/.bench-installed
 
-bench-quick: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --write-readme
+
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
 soak: $(STAMP)

@@ -1,0 +1,88 @@
+"""Figure 4: a zombie connection (TCP open, no pongs, no frames) and how long until it is replaced.
+
+``fake.stall()`` stops the emulator reading the socket (so websocket pings get no pong) and
+pushing to it; the client only finds out by its own liveness checks. Measured: stall -> the next
+connection opened (emulator clock). dingsync runs with the default ``dead_after`` (25 s) and with
+``dead_after=2``; the official SDK has no such setting (websockets' 20 s ping + 20 s timeout, then
+its 10 s sleep after a connection error), and a run takes about a minute, so it runs once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Tuple
+
+from .._context import BenchContext
+from .._emulator import BenchError, Gateway, wait_until
+from .._proc import ClientProcess
+from .._results import Row, summarize
+
+
+def measure(ctx: BenchContext, kind: str, dead_after: Optional[float], tag: str) -> float:
+    """Seconds from the stall to the next connection; infinity if none came within the limit."""
+    args = ["--dead-after", str(dead_after)] if dead_after is not None else []
+    limit = 3 * dead_after + 10 if dead_after is not None else 120.0
+    with (
+        Gateway() as gw,
+        ClientProcess(
+            kind, gw.env(), ctx.log_path(f"{tag}-{kind}"), args, max_seconds=limit + 60
+        ) as client,
+    ):
+        try:
+            gw.wait_connected(timeout=30, alive=client.alive)
+        except BenchError as exc:
+            raise BenchError(f"{kind}: {exc}\n--- client log ---\n{client.tail()}") from None
+        time.sleep(1.0)  # a settled, healthy connection first
+        fake = gw.fake
+        zombie = fake.stall()
+        stalled_at = fake.now()
+        replaced = wait_until(
+            lambda: any(c is not zombie and c.alive for c in fake.connections), limit, 0.02
+        )
+        if not replaced:
+            return float("inf")
+        new = min((c for c in fake.connections if c is not zombie), key=lambda c: c.opened_at)
+        return new.opened_at - stalled_at
+
+
+def run(ctx: BenchContext) -> List[Row]:
+    samples: Dict[str, List[float]] = {}
+    plans: List[Tuple[str, Optional[float], int]] = []
+    if "dingsync" in ctx.clients:
+        plans.append(("dingsync", 2.0, ctx.zombie_runs))
+        if ctx.zombie_default_dead_after:
+            plans.append(("dingsync", None, ctx.zombie_runs))
+    if "official" in ctx.clients and ctx.zombie_default_dead_after:
+        plans.append(("official", None, 1))
+    for kind, dead_after, runs in plans:
+        key = f"{kind}/dead_after={dead_after if dead_after is not None else 'default'}"
+        samples[key] = []
+        for i in range(runs):
+            seconds = measure(ctx, kind, dead_after, f"zombie-{kind}-{dead_after}-run{i}")
+            samples[key].append(seconds)
+            shown = f"{seconds:.2f} s" if seconds != float("inf") else "never (limit reached)"
+            ctx.log(f"zombie {key} run {i + 1}/{runs}: replaced after {shown}")
+    ctx.raw["zombie"] = samples
+    skipped = "" if ctx.zombie_default_dead_after else "skipped in --quick; "
+    rows = [
+        Row(
+            "4",
+            "Zombie connection replaced after, default settings",
+            "s",
+            dingsync=summarize(samples.get("dingsync/dead_after=default", [])),
+            official=summarize(samples.get("official/dead_after=default", [])),
+            target="dingsync ≤ 25 s (default dead_after)",
+            check=lambda d, o: d <= 25.0,
+            note=f"{skipped}official SDK: one run (≈ 1 min each); never = not replaced within the limit",
+        ),
+        Row(
+            "4",
+            "Zombie connection replaced after, dingsync dead_after=2",
+            "s",
+            dingsync=summarize(samples.get("dingsync/dead_after=2.0", [])),
+            target="≤ 3 s",
+            check=lambda d, o: d <= 3.0,
+            note="the official SDK has no equivalent setting",
+        ),
+    ]
+    return rows

@@ -1,0 +1,64 @@
+"""The benchmark harness works end to end in a tiny mode. No timing is asserted: timing goals are
+measured by ``python -m benchmarks.run``, never in tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level directory, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import replace_between  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_tiny_throughput_run_measures_every_client(tmp_path: Path) -> None:
+    """200 frames, one run: dingsync, the official SDK and the raw loop all get a figure."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--only",
+            "throughput",
+            "--runs",
+            "1",
+            "--frames",
+            "200",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "| 1 | Throughput, trivial handler, 200 frames (msgs/s) |" in out
+    (saved,) = tmp_path.glob("run-*.json")
+    payload = json.loads(saved.read_text())
+    samples = payload["raw"]["throughput"]
+    for kind in ("dingsync", "official", "raw"):
+        (sample,) = samples[kind]
+        assert sample["msgs_per_s"] > 0
+        assert sample["cpu_us_per_msg"] >= 0
+        assert sample["push_rate"] > 0
+    assert not (tmp_path / "latest.md").exists()  # partial runs never replace the committed table
+
+
+def test_readme_section_is_replaced_between_markers_only() -> None:
+    """Only the text between the bench markers changes; absent markers are appended at the end."""
+    text = "intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\noutro\n"
+    new = replace_between(text, "<!-- bench:start -->", "<!-- bench:end -->", "table")
+    assert new == "intro\n<!-- bench:start -->\ntable\n<!-- bench:end -->\noutro\n"
+    appended = replace_between("intro\n", "<!-- bench:start -->", "<!-- bench:end -->", "t")
+    assert appended == "intro\n\n<!-- bench:start -->\nt\n<!-- bench:end -->\n"
