@@ -27,17 +27,27 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, NamedTuple, Optional, TextIO
+from urllib.parse import urlsplit
 
 import click
 
 import dingsync
 from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
+from dingsync.stream import DedupeStore
 
 from .health import HealthServer, HealthSource
 from .signals import ShutdownRequest, capture_signals
 
-__all__ = ["main", "run_worker", "load_router", "configure_logging", "JsonFormatter", "Outcome"]
+__all__ = [
+    "main",
+    "run_worker",
+    "load_router",
+    "build_dedupe_store",
+    "configure_logging",
+    "JsonFormatter",
+    "Outcome",
+]
 
 log = logging.getLogger("dingworker")
 
@@ -195,12 +205,14 @@ def run_worker(
     health_port: Optional[int] = None,
     health_host: str = "127.0.0.1",
     shutdown: Optional[ShutdownRequest] = None,
+    dedupe: Optional[DedupeStore] = None,
 ) -> Outcome:
     """Run ``router`` until a signal, ``max_runtime`` or a fatal client error; then drain.
 
     SIGINT/SIGTERM are captured while it runs (main thread only): the first one drains within
     ``grace`` seconds, a second one stops at once. Other threads can ask for a stop through
-    ``shutdown.request("reason")``.
+    ``shutdown.request("reason")``. ``dedupe`` is the client's dedupe store (default: in
+    memory; see :func:`build_dedupe_store`).
 
     When the outcome is not ``clean``, handler threads are still running; the command then ends
     the process with ``os._exit`` because those threads would keep the interpreter alive.
@@ -215,6 +227,7 @@ def run_worker(
         router,
         endpoints=endpoints,
         config=config if config is not None else dingsync.StreamConfig(),
+        dedupe=dedupe,
     )
     request = shutdown if shutdown is not None else ShutdownRequest()
     server: Optional[HealthServer] = None
@@ -234,6 +247,53 @@ def run_worker(
         finally:
             if server is not None:
                 server.stop()
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def build_dedupe_store(spec: str, *, ttl: float = 600.0) -> Optional[DedupeStore]:
+    """The dedupe store named by ``--dedupe``: None for ``memory`` (the client's own in-memory
+    store), a :class:`dingsync.RedisDedupeStore` for a ``redis://``, ``rediss://`` or
+    ``unix://`` URL (shared by every replica of the app). Nothing connects yet.
+
+    Raises:
+        click.ClickException: exit code 2, for an unknown value or a missing redis package.
+
+    Example:
+        >>> build_dedupe_store("memory") is None
+        True
+        >>> build_dedupe_store("redis://127.0.0.1:6379/2", ttl=60)  # doctest: +SKIP
+        RedisDedupeStore(prefix='dingsync:dedupe:', ttl=60)
+    """
+    if spec.strip().lower() == "memory":
+        return None
+    scheme = urlsplit(spec).scheme.lower()
+    if scheme not in _REDIS_SCHEMES:
+        raise _UsageError(
+            f"--dedupe takes 'memory' or a redis://host:port/db URL, not a {scheme or 'plain'} "
+            "value"
+        )
+    try:
+        import redis
+    except ImportError:
+        raise _UsageError(
+            "--dedupe redis://... needs the redis package: pip install 'dingsync[redis]'"
+        ) from None
+    try:
+        client = redis.Redis.from_url(spec)
+    except ValueError as exc:  # the message quotes no password: redis-py names the bad part
+        raise _UsageError(f"--dedupe: not a usable Redis URL ({exc})") from None
+    return dingsync.RedisDedupeStore(client, ttl=ttl)
+
+
+def _describe_dedupe(spec: str) -> str:
+    if spec.strip().lower() == "memory":
+        return "in memory (this process only)"
+    parts = urlsplit(spec)  # host, port and db only: the URL may carry a password
+    where = parts.hostname or parts.path or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"Redis at {where}{port}{parts.path if parts.hostname else ''}"
 
 
 def _health_source(client: dingsync.StreamClient) -> HealthSource:
@@ -391,7 +451,7 @@ def _start_emulator() -> Any:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=8,
+    default=16,
     show_default=True,
     help="Handler threads.",
 )
@@ -430,6 +490,15 @@ def _start_emulator() -> Any:
     help="Interface of the health server; 0.0.0.0 in containers.",
 )
 @click.option(
+    "--dedupe",
+    default="memory",
+    show_default=True,
+    metavar="URL",
+    help="Where handled message ids are remembered: memory (this process), or a "
+    "redis://host:port/db URL shared by every replica, so that a redelivery that lands on "
+    "another replica is not handled twice.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(_LEVELS, case_sensitive=False),
     default="info",
@@ -460,6 +529,7 @@ def main(
     grace: float,
     health_port: Optional[int],
     health_host: str,
+    dedupe: str,
     log_level: str,
     log_format: str,
     emulator: bool,
@@ -477,6 +547,7 @@ def main(
         config = dingsync.StreamConfig(concurrency=concurrency, dead_after=dead_after)
     except dingsync.ConfigurationError as exc:
         raise _UsageError(str(exc)) from None
+    dedupe_store = build_dedupe_store(dedupe, ttl=config.dedupe_ttl)
 
     fake: Any = None
     if emulator:
@@ -496,6 +567,7 @@ def main(
 
     try:
         with configure_logging(log_level, log_format), _quiet_emulator(fake, log_level):
+            log.info("dedupe: %s", _describe_dedupe(dedupe))
             outcome = run_worker(
                 router,
                 credentials=credentials,
@@ -505,6 +577,7 @@ def main(
                 max_runtime=max_runtime,
                 health_port=health_port,
                 health_host=health_host,
+                dedupe=dedupe_store,
             )
     finally:
         if fake is not None:
