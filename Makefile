@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck bench bench-quick soak clean
+.PHONY: test test-oldest demo lint typecheck bench bench-quick soak clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,15 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
+# The oldest Python we support, with the newest dependencies that still install there
+# (click 8.1, websockets 15): the tests only, since ruff and mypy already ran.
+OLDEST ?= python3.9
+test-oldest:
+	$(OLDEST) -m venv .venv-oldest
+	.venv-oldest/bin/pip install -q --upgrade pip
+	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis]'
+	.venv-oldest/bin/pytest -q
+
 demo: $(STAMP)
 	$(BIN)/python -m dingworker.demo
 
@@ -38,7 +47,7 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
 soak: $(STAMP)
-	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak
+	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak -q -s
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest build *.egg-info .mypy_cache .ruff_cache
