@@ -11,6 +11,7 @@ once, in MRO order (stop in reverse).
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -83,8 +84,7 @@ class _HttpCore:
         if self._started:
             return self  # type: ignore[return-value]
         for host in ("api", "oapi"):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, host))
-            server.daemon_threads = True
+            server = _QuietServer(("127.0.0.1", 0), _make_handler(self, host))
             thread = threading.Thread(
                 target=server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -300,6 +300,17 @@ class _HttpCore:
                 404, "InvalidAction.NotFound", f"Specified api is not found: {request.path}"
             )
         return handler(self, request)  # type: ignore[arg-type]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets a keep-alive connection has simply gone away; only real
+        # faults in a route deserve the traceback the standard library prints.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def _failure_response(host: str, failure: Failure) -> Response:

@@ -1,6 +1,7 @@
 """Building and serialising the frames the gateway pushes: chatbot messages, events, card
 callbacks and raw frames, one at a time or prepared in bulk (``prepare_chatbot``,
-``preserialize``, ``push_many``).
+``preserialize``, ``push_many``); and ``push_raw``, which writes arbitrary websocket frames
+(binary, invalid UTF-8 ...) for fuzzing a client's frame parser.
 
 Frames are serialised here, by the caller's thread; a frame for a CALLBACK topic carries
 ``_CONN_PLACEHOLDER`` as its connectionId (``templated``) until the sender knows the connection.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union, cast
 
 from . import payloads
 from ._records import _CONN_PLACEHOLDER, ConnectionRef, FrameLike, PreparedFrame
@@ -268,3 +269,51 @@ class PushMixin:
         else:
             prepared = [f if isinstance(f, PreparedFrame) else self._prepare_raw(f) for f in frames]
         return self._push_prepared(prepared, connection)
+
+    def push_raw(
+        self,
+        data: Union[str, bytes],
+        *,
+        binary: bool = False,
+        connection: ConnectionRef = None,
+    ) -> str:
+        """Push one websocket frame carrying exactly ``data``; returns its tracking id.
+
+        For fuzzing a client's frame parser: ``data`` need not be JSON, nor a frame, nor even
+        UTF-8. A ``str`` is sent UTF-8 encoded; ``bytes`` are sent as they are, in a text frame
+        (so invalid UTF-8 can reach the client as text) or, with ``binary=True``, in a binary
+        frame. The frame is queued and routed like :meth:`push_frame`'s (in order with the
+        other pushes, to a random live connection that is neither draining nor stalled, or to
+        ``connection``) and recorded in ``pushes`` (its ``delivered_to`` says where it went);
+        it has no type, so it is never redelivered. The tracking id never reaches the wire.
+
+        Example:
+            >>> fake.push_raw(b"\\xff\\xfe not utf-8")                    # doctest: +SKIP
+            >>> fake.push_raw(b"\\x00\\x01", binary=True)                # doctest: +SKIP
+        """
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"push_raw() takes str or bytes, not {type(data).__name__}")
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        # The sender writes ``text`` with websockets' send(), which picks the opcode by type:
+        # bytes go out in a binary frame, a str in a text frame as ``text.encode()``.
+        text: str = cast(str, raw) if binary else _RawText(raw)
+        prepared = PreparedFrame("raw-" + payloads.new_message_id(), "", "", text)
+        return self._push_prepared([prepared], connection)[0]
+
+
+class _RawText(str):
+    """A text frame's exact payload bytes, UTF-8 or not, for :meth:`PushMixin.push_raw`.
+
+    websockets sends a str as ``send_text(message.encode())``; ``encode()`` here returns the
+    original bytes. The str value itself is a readable copy (invalid bytes replaced).
+    """
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawText:
+        obj = super().__new__(cls, raw.decode("utf-8", "replace"))
+        obj.raw = raw
+        return obj
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw

@@ -12,7 +12,8 @@ import threading
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 import dingsync
 from dingsync.errors import ImportFromStringError
@@ -20,15 +21,6 @@ from dingworker.cli import JsonFormatter, Outcome, configure_logging, load_route
 from dingworker.signals import ShutdownRequest, capture_signals
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
-
-def _runner() -> CliRunner:
-    # click 8.1 (the newest on Python 3.9) mixes stderr into stdout unless told not to;
-    # click 8.2 always keeps them apart and has no such option.
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +41,7 @@ def invoke(args: List[str], env: Optional[Dict[str, Optional[str]]] = None) -> R
         "DINGTALK_OAPI_ENDPOINT": None,
     }
     base.update(env or {})
-    return _runner().invoke(main, args, env=base, catch_exceptions=False)
+    return cli_runner().invoke(main, args, env=base, catch_exceptions=False)
 
 
 def assert_one_line_error(result: Result, *fragments: str) -> None:
