@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from dingsync.testing import Connection, FakeDingTalk, payloads
+from child_processes import die_with_parent, stop_process
 
-from .conftest import die_with_parent, stop_process
+from dingsync.testing import Connection, FakeDingTalk, payloads
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.soak.soak_app:route"

@@ -1,12 +1,8 @@
-"""Fixtures for the stream tests: a client factory on the emulator, and a real redis-server."""
+"""Fixtures for the stream tests: a client factory on the emulator (redis: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -55,57 +51,3 @@ def make_client(dingtalk: FakeDingTalk) -> Iterator[MakeClient]:
     yield make
     for client in clients:
         client.stop(timeout=2.0, drain=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A throw-away redis-server on an ephemeral port (no persistence)."""
-    if not os.path.exists(REDIS_SERVER):
-        message = f"redis-server not found at {REDIS_SERVER}"
-        if os.environ.get("DINGSYNC_REQUIRE_REDIS") == "1":
-            pytest.fail(f"{message}, and DINGSYNC_REQUIRE_REDIS=1")
-        pytest.skip(f"{message}: install redis-server to run the shared-dedupe tests")
-    import redis
-
-    for _ in range(5):  # the port may be taken between probing and binding
-        port = _free_port()
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        proc = subprocess.Popen(
-            [REDIS_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 5.0
-        ready = False
-        while not ready and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = bool(redis.Redis.from_url(url).ping())
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        if ready:
-            break
-        proc.kill()
-        proc.wait(timeout=5)
-    else:
-        pytest.fail("could not start redis-server")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[Any]:
-    """A client on a freshly flushed database."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()

@@ -1,4 +1,9 @@
-"""Fixtures of the soak: a throw-away redis-server, and the processes it must never leak."""
+"""Fixtures shared by every test directory: a real, throw-away redis-server.
+
+Redis-backed features (token cache, rate limiter, dedupe store, the soak's replicas) are tested
+against the real server. Without the binary those tests skip with the reason, except when
+``DINGSYNC_REQUIRE_REDIS=1`` (CI), where a missing server is a failure.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +12,12 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Iterator, List
+from typing import Any, Iterator
 
 import pytest
+from child_processes import die_with_parent, stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-SETPRIV = shutil.which("setpriv")
-
-
-def die_with_parent(argv: List[str]) -> List[str]:
-    """``argv`` run so that the kernel kills it if the test process dies (Linux ``setpriv
-    --pdeathsig``); teardown kills it anyway, this covers a test process killed hard."""
-    if SETPRIV is None:
-        return argv
-    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Terminate, then kill; never raises, never leaves a zombie."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL always ends it
-        pass
 
 
 def _free_port() -> int:
@@ -47,12 +30,11 @@ def _free_port() -> int:
 def redis_base_url() -> Iterator[str]:
     """``redis://127.0.0.1:<port>`` of a redis-server without persistence (add ``/<db>``)."""
     if not os.path.exists(REDIS_SERVER):
-        message = f"redis-server not found at {REDIS_SERVER}"
+        message = f"redis-server not found at {REDIS_SERVER} (apt-get install redis-server)"
         if os.environ.get("DINGSYNC_REQUIRE_REDIS") == "1":
             pytest.fail(f"{message}, and DINGSYNC_REQUIRE_REDIS=1")
-        pytest.skip(f"{message}: install redis-server to run the soak")
+        pytest.skip(message)
     redis = pytest.importorskip("redis")
-    proc = None
     for _ in range(5):  # the port may be taken between probing and binding
         port = _free_port()
         argv = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
@@ -77,3 +59,20 @@ def redis_base_url() -> Iterator[str]:
         yield url
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_base_url: str) -> str:
+    """Database 0 of the session's redis-server."""
+    return f"{redis_base_url}/0"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A client of the session's redis-server, every database emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
