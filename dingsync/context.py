@@ -172,12 +172,25 @@ class Context:
         self._post: PostJson = post if post is not None else WebhookPoster()
         self._now = now
         self.replies: List[Mapping[str, Any]] = []
-        extra: Dict[str, Any] = {"message_id": self.message_id}
-        if frame is not None:
-            extra["topic"] = frame.topic
-        if isinstance(message, ChatbotMessage):
-            extra["msg_id"] = message.msg_id
-        self.logger = logging.LoggerAdapter(handler_log, extra)
+        self._logger: Optional[logging.LoggerAdapter[logging.Logger]] = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A LoggerAdapter whose records carry ``message_id`` (and ``topic``, ``msg_id``) in
+        ``extra``; made on first use."""
+        adapter = self._logger
+        if adapter is None:
+            extra: Dict[str, Any] = {"message_id": self.message_id}
+            if self.frame is not None:
+                extra["topic"] = self.frame.topic
+            if isinstance(self.message, ChatbotMessage):
+                extra["msg_id"] = self.message.msg_id
+            adapter = self._logger = logging.LoggerAdapter(handler_log, extra)
+        return adapter
+
+    @logger.setter
+    def logger(self, adapter: logging.LoggerAdapter[logging.Logger]) -> None:
+        self._logger = adapter
 
     @classmethod
     def for_testing(

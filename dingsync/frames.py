@@ -14,6 +14,7 @@ naming the field, never a KeyError or TypeError.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from typing import Any, Dict, Mapping, Optional, Union
 
 import attrs
@@ -55,7 +56,7 @@ def decode_json_object(text: Any, field: str) -> Dict[str, Any]:
         )
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ProtocolError(f"{field} is not valid JSON: {exc}", field=field) from None
     if not isinstance(value, dict):
         raise ProtocolError(
@@ -122,17 +123,23 @@ class Headers:
             raise ProtocolError(
                 f"headers must be an object, got {type(raw).__name__}", field="headers"
             )
-        for name in _REQUIRED_HEADERS:
-            if name not in raw:
-                raise ProtocolError(f"headers.{name} is missing", field=f"headers.{name}")
+        if "messageId" not in raw or "topic" not in raw:
+            for name in _REQUIRED_HEADERS:
+                if name not in raw:
+                    raise ProtocolError(f"headers.{name} is missing", field=f"headers.{name}")
         known: Dict[str, Any] = {}
         extra: Dict[str, str] = {}
+        fields = _HEADER_FIELDS
         for name, value in raw.items():
-            attr = _HEADER_FIELDS.get(name)
+            attr = fields.get(name)
+            if value.__class__ is not str:  # the common case (a str) needs no further check
+                if value is None and attr is not None and name not in _REQUIRED_HEADERS:
+                    continue
+                value = _header_value(name, value)
             if attr is None:
-                extra[name] = _header_value(name, value)
-            elif value is not None or name in _REQUIRED_HEADERS:
-                known[attr] = _header_value(name, value)
+                extra[name] = value
+            else:
+                known[attr] = value
         if not known["message_id"]:
             raise ProtocolError("headers.messageId is empty", field="headers.messageId")
         return cls(extra=extra, **known)
@@ -197,7 +204,7 @@ class Frame:
             raise ProtocolError(f"frame must be text, got {type(raw).__name__}", field="frame")
         try:
             obj = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise ProtocolError(f"frame is not valid JSON: {exc}", field="frame") from None
         return cls.from_dict(obj)
 
@@ -213,16 +220,21 @@ class Frame:
             raise ProtocolError("type is missing or not a string", field="type")
         headers = Headers.from_wire(obj.get("headers"))
         data = obj.get("data", "{}")
-        if data is None:
-            data = "{}"
-        if not isinstance(data, str):
-            raise ProtocolError(
-                f"data must be a JSON string, got {type(data).__name__}", field="data"
-            )
+        if data.__class__ is not str:
+            if data is None:
+                data = "{}"
+            elif not isinstance(data, str):
+                raise ProtocolError(
+                    f"data must be a JSON string, got {type(data).__name__}", field="data"
+                )
         spec = obj.get("specVersion")
         if spec is not None and not isinstance(spec, str):
             raise ProtocolError("specVersion must be a string", field="specVersion")
-        extra = {k: v for k, v in obj.items() if k not in _FRAME_KEYS}
+        extra = (
+            {k: v for k, v in obj.items() if k not in _FRAME_KEYS}
+            if not obj.keys() <= _FRAME_KEYS
+            else {}
+        )
         return cls(type=frame_type, headers=headers, data=data, spec_version=spec, extra=extra)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -288,6 +300,18 @@ class Ack:
         }
 
     def to_wire(self) -> str:
+        code = self.code
+        if code.__class__ is int:  # a bool or an int subclass takes the general path
+            try:
+                return _ACK_WIRE % (
+                    code,
+                    encode_basestring(self.message_id),
+                    encode_basestring(self.content_type),
+                    encode_basestring(self.message),
+                    encode_basestring(self.data),
+                )
+            except TypeError:  # a field that is not a str: json.dumps decides
+                pass
         return dumps(self.to_dict())
 
     @classmethod
@@ -326,3 +350,8 @@ class Ack:
             data=data,
             content_type=content_type,
         )
+
+
+# What dumps(Ack.to_dict()) writes, as a template (encode_basestring is json.dumps for a str
+# with ensure_ascii=False).
+_ACK_WIRE = '{"code":%d,"headers":{"messageId":%s,"contentType":%s},"message":%s,"data":%s}'

@@ -36,7 +36,7 @@ from typing import (
 import attrs
 
 from .errors import ConfigurationError, ProtocolError
-from .frames import Ack, Frame, FrameType, Topic
+from .frames import Ack, Frame, FrameType, Topic, dumps
 from .models import CardCallback, CardResponse, ChatbotMessage, Event
 
 if TYPE_CHECKING:
@@ -53,6 +53,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 HandlerResult = Union[None, str, Mapping[str, Any], CardResponse, Ack]
 
 _EVENT_OK = {"status": "SUCCESS", "message": "success"}
+_EVENT_OK_DATA = dumps(_EVENT_OK)
+_NO_RESPONSE_DATA = dumps({"response": None})
 
 
 class AckPolicy:
@@ -191,6 +193,9 @@ class Route:
         Raises:
             ConfigurationError: the value has a type a handler may not return.
         """
+        if result is None:  # the common case: the ack's data is a constant
+            data = _EVENT_OK_DATA if self.kind == RouteKind.EVENT else _NO_RESPONSE_DATA
+            return Ack(message_id=message_id, data=data)
         if isinstance(result, Ack):
             return (
                 result

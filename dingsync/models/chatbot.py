@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
 
 import attrs
 
@@ -43,17 +43,30 @@ class _StringFields:
 
     _WIRE: ClassVar[Tuple[Tuple[str, str], ...]] = ()
     _REQUIRED: ClassVar[frozenset[str]] = frozenset()
+    _KNOWN_WIRE: ClassVar[Optional[frozenset[str]]] = None  # per subclass, made on first use
     extra: Mapping[str, Any]
 
     @classmethod
     def from_wire(cls: Type[_P], obj: Any, prefix: str = "content") -> _P:
         obj = require_mapping(obj, prefix)
-        values = {
-            attr: get_str(obj, wire, prefix, required=wire in cls._REQUIRED)
-            for wire, attr in cls._WIRE
-        }
+        values = {}
+        for wire, attr in cls._WIRE:
+            value = obj.get(wire)
+            if value.__class__ is not str:  # None, a number or a wrong type: checked in full
+                value = get_str(obj, wire, prefix, required=wire in cls._REQUIRED)
+            values[attr] = value
+        known = cls._known()
+        extra = {} if obj.keys() <= known else rest(obj, known)
         build: Any = cls  # the attrs subclass defines the keyword arguments
-        return cast(_P, build(**values, extra=rest(obj, frozenset(w for w, _ in cls._WIRE))))
+        return cast(_P, build(**values, extra=extra))
+
+    @classmethod
+    def _known(cls) -> frozenset[str]:
+        known = cls.__dict__.get("_KNOWN_WIRE")
+        if known is None:
+            known = frozenset(w for w, _ in cls._WIRE)
+            cls._KNOWN_WIRE = known
+        return known
 
     def to_wire(self) -> Dict[str, Any]:
         out = {w: getattr(self, a) for w, a in self._WIRE if getattr(self, a) is not None}
@@ -242,6 +255,8 @@ _STR_FIELDS = {
     "sessionWebhook": "session_webhook",
     "openThreadId": "open_thread_id",
 }
+_STR_ITEMS = tuple(_STR_FIELDS.items())
+_NO_AT_USERS: List[Any] = []  # never changed: only read when a message has no atUsers
 _KNOWN = frozenset(
     {
         *_STR_FIELDS,
@@ -352,8 +367,15 @@ class ChatbotMessage:
             ProtocolError: a required field is missing or a field has the wrong type.
         """
         obj = require_mapping(obj, "data")
-        msg_id = get_str(obj, "msgId", "data", required=True)
-        msgtype = get_str(obj, "msgtype", "data", required=True)
+        get = obj.get
+        # One pass, each field checked by its type only; the full readers (get_str ...) run
+        # for anything unusual and raise the ProtocolError naming the field.
+        msg_id = get("msgId")
+        if msg_id.__class__ is not str or not msg_id:
+            msg_id = get_str(obj, "msgId", "data", required=True)
+        msgtype = get("msgtype")
+        if msgtype.__class__ is not str or not msgtype:
+            msgtype = get_str(obj, "msgtype", "data", required=True)
         assert msg_id is not None and msgtype is not None
         content: MessageContent
         if msgtype == "text":
@@ -363,23 +385,47 @@ class ChatbotMessage:
         else:
             raw = obj.get("content", {})
             content = UnknownContent(raw=require_mapping(raw, "data.content"))
-        at_raw = obj.get("atUsers", [])
+        at_raw = get("atUsers", _NO_AT_USERS)
         if not isinstance(at_raw, list):
             raise ProtocolError("data.atUsers must be a list", field="data.atUsers")
-        strings = {attr: get_str(obj, wire, "data") for wire, attr in _STR_FIELDS.items()}
+        strings: Dict[str, Any] = {}
+        for wire, attr in _STR_ITEMS:
+            value = get(wire)
+            if value is not None and value.__class__ is not str:
+                value = get_str(obj, wire, "data")
+            strings[attr] = value
+        conversation_type = get("conversationType")
+        if conversation_type is not None and conversation_type.__class__ is not str:
+            conversation_type = get_str(obj, "conversationType", "data")
+        is_admin = get("isAdmin")
+        if is_admin is not None and is_admin.__class__ is not bool:
+            is_admin = get_bool(obj, "isAdmin", "data")
+        is_in_at_list = get("isInAtList")
+        if is_in_at_list is not None and is_in_at_list.__class__ is not bool:
+            is_in_at_list = get_bool(obj, "isInAtList", "data")
+        at_users = (
+            tuple(AtUser.from_wire(u, f"data.atUsers[{i}]") for i, u in enumerate(at_raw))
+            if at_raw
+            else ()
+        )
+        expires = get("sessionWebhookExpiredTime")
+        if expires is not None and expires.__class__ is not int:
+            expires = get_int(obj, "sessionWebhookExpiredTime", "data")
+        expires_at = ms_to_datetime(expires)
+        created = get("createAt")
+        if created is not None and created.__class__ is not int:
+            created = get_int(obj, "createAt", "data")
         return cls(
             msg_id=msg_id,
             msgtype=msgtype,
             content=content,
-            conversation_type=get_str(obj, "conversationType", "data"),
-            is_admin=get_bool(obj, "isAdmin", "data"),
-            is_in_at_list=get_bool(obj, "isInAtList", "data"),
-            at_users=tuple(AtUser.from_wire(u, f"data.atUsers[{i}]") for i, u in enumerate(at_raw)),
-            session_webhook_expires_at=ms_to_datetime(
-                get_int(obj, "sessionWebhookExpiredTime", "data")
-            ),
-            created_at=ms_to_datetime(get_int(obj, "createAt", "data")),
-            extra=rest(obj, _KNOWN),
+            conversation_type=conversation_type,
+            is_admin=is_admin,
+            is_in_at_list=is_in_at_list,
+            at_users=at_users,
+            session_webhook_expires_at=expires_at,
+            created_at=ms_to_datetime(created),
+            extra={} if obj.keys() <= _KNOWN else rest(obj, _KNOWN),
             **strings,
         )
 

@@ -5,8 +5,9 @@ Threads (DESIGN §4):
 - the reader (``run_forever``'s caller, or ``dingsync-reader`` after ``start()``) opens a
   ticket and a websocket, reads frames, answers SYSTEM ping inline and hands every other frame
   to the handler pool; it is the only thread that connects, so reconnects never race;
-- ``dingsync-handler-N`` (a ThreadPoolExecutor of ``concurrency``) run handlers and send acks;
-  a semaphore of ``concurrency + max_pending`` makes the reader wait when they fall behind;
+- ``dingsync-handler-N`` (a :class:`~dingsync.stream.workers.HandlerPool` of ``concurrency``)
+  run handlers and send acks; at most ``concurrency + max_pending`` frames are queued or
+  running, beyond that the reader waits (backpressure);
 - ``dingsync-keepalive`` pings and runs the watchdog;
 - ``dingsync-reader-retiring`` drains a connection after SYSTEM disconnect, while the reader
   already reads its replacement.
@@ -18,7 +19,6 @@ import itertools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
@@ -39,6 +39,7 @@ from ..routing import AckPolicy, Route, Router
 from .connection import Connection, Connector, message_id_of, open_connection, origin_stamp
 from .dedupe import NEW, PROCESSING, Claim, Deduper, DedupeStore, MemoryDedupeStore
 from .liveness import Keepalive, RetiringReader, StreamStats, assess, is_dead, make_before_break
+from .workers import HandlerPool
 
 if TYPE_CHECKING:
     import requests
@@ -113,11 +114,12 @@ class StreamClient:
         self._current: Optional[Connection] = None
         self._retiring: List[RetiringReader] = []
         self._numbers = itertools.count(1)
-        self._handler_numbers = itertools.count(1)
         self._healthy_session = False
-        self._idle = threading.Condition(self._lock)
-        self._slots = threading.BoundedSemaphore(self.config.concurrency + self.config.max_pending)
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool = HandlerPool(
+            self._work,
+            threads=self.config.concurrency,
+            capacity=self.config.concurrency + self.config.max_pending,
+        )
         self._keepalive: Optional[Keepalive] = None
         self._http: Optional[requests.Session] = None
         self._poster: Optional[WebhookPoster] = None
@@ -208,7 +210,7 @@ class StreamClient:
                 self._drain_deadline = deadline
             if not drain:
                 self._hard = True
-            self._idle.notify_all()
+        self._pool.wake()
         if not self._stopping.is_set():
             log.info("stopping: no new frames; %s", "draining handlers" if drain else "hard stop")
         self._stopping.set()
@@ -249,6 +251,7 @@ class StreamClient:
         with self._lock:
             counters = dict(self._counters)
             conn = self._current
+        counters["in_flight"] = self._pool.in_flight
         if conn is not None and conn.last_alive is not None:
             earlier = counters["last_alive_at"]
             counters["last_alive_at"] = max(earlier or 0.0, conn.last_alive)
@@ -285,11 +288,6 @@ class StreamClient:
             verify=self.config.ca_bundle or True,
             proxies=proxies,
         )
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.config.concurrency,
-            thread_name_prefix="dingsync-handler",
-            initializer=self._name_handler_thread,
-        )
         self._keepalive = Keepalive(
             lambda: self._current,
             interval=self.config.ping_interval,
@@ -305,9 +303,6 @@ class StreamClient:
             self.credentials.client_id,
             ", ".join(f"{s['type']} {s['topic']}" for s in subs) or "no subscriptions",
         )
-
-    def _name_handler_thread(self) -> None:
-        threading.current_thread().name = f"dingsync-handler-{next(self._handler_numbers)}"
 
     def _reconnect_loop(self) -> None:
         import tenacity
@@ -405,26 +400,32 @@ class StreamClient:
 
     def _serve(self, conn: Connection) -> None:
         dead_after = self.config.dead_after
-        while not self._stopping.is_set():
-            if is_dead(conn, self._clock(), dead_after):
-                conn.abort(f"no frame or pong for more than {dead_after}s")
-                raise ConnectionClosed(
-                    f"connection #{conn.number} showed no sign of life for {dead_after}s"
-                )
+        stopping = self._stopping.is_set
+        handle = self._handle_raw
+        while not stopping():
             raw = conn.recv()
             if raw is None:
+                # Only silence can make it dead: a frame just proved it alive.
+                if is_dead(conn, self._clock(), dead_after):
+                    conn.abort(f"no frame or pong for more than {dead_after}s")
+                    raise ConnectionClosed(
+                        f"connection #{conn.number} showed no sign of life for {dead_after}s"
+                    )
                 continue
             self._healthy_session = True
-            replacement = self._handle_raw(raw, conn)
+            replacement = handle(raw, conn)
             if replacement is not None:
                 conn = replacement
 
     def _handle_raw(self, raw: bytes, conn: Connection) -> Optional[Connection]:
         """Handle one frame read from ``conn``; returns the replacement after a disconnect."""
-        now = self._clock()
+        now = conn.last_alive  # set by the recv() that returned this frame
+        if now is None:
+            now = self._clock()
+        counters = self._counters
         with self._lock:
-            self._counters["frames_received"] += 1
-            self._counters["last_frame_at"] = now
+            counters["frames_received"] += 1
+            counters["last_frame_at"] = now
         try:
             frame = Frame.from_wire(raw)
         except ProtocolError as exc:
@@ -493,44 +494,30 @@ class StreamClient:
             return
         if route.ack == AckPolicy.RECEIPT:
             self._send_ack(conn, route.receipt_ack(frame.message_id))
-        if not self._acquire_slot(conn):
-            return  # hard stop while waiting: no ack, DingTalk redelivers
-        self._count("in_flight")
-        try:
-            assert self._pool is not None
-            self._pool.submit(self._work, frame, route, conn)
-        except RuntimeError:  # the pool is shut down (hard stop racing with this frame)
-            self._release_slot()
+        job = (frame, route, conn)
+        pool = self._pool
+        if not pool.put_nowait(job) and not pool.closed:
+            self._wait_for_room(job, conn)
 
-    def _acquire_slot(self, conn: Connection) -> bool:
-        if self._slots.acquire(blocking=False):
-            return True
+    def _wait_for_room(self, job: Tuple[Frame, Route, Connection], conn: Connection) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("all handler slots busy; the reader waits (backpressure)")
         conn.paused = True  # the silence that follows is ours, not the network's
         try:
-            while not self._slots.acquire(timeout=self.config.recv_timeout):
-                if self._hard:
-                    return False
-            return True
+            # A hard stop while waiting (or a closed pool): no ack, DingTalk redelivers.
+            while not self._pool.put(job, self.config.recv_timeout):
+                if self._hard or self._pool.closed:
+                    return
         finally:
             conn.resume()
 
-    def _release_slot(self) -> None:
-        with self._lock:
-            self._counters["in_flight"] -= 1
-            if self._counters["in_flight"] == 0:
-                self._idle.notify_all()
-        self._slots.release()
-
-    def _work(self, frame: Frame, route: Route, conn: Connection) -> None:
+    def _work(self, job: Tuple[Frame, Route, Connection]) -> None:
+        frame, route, conn = job
         try:
             if not self._hard:
                 self._process(frame, route, conn)
         except Exception:  # a bug here must cost one message, never a handler thread
             log.exception("internal error while handling message %s", frame.message_id)
-        finally:
-            self._release_slot()
 
     def _process(self, frame: Frame, route: Route, conn: Connection) -> None:
         receipt = route.ack == AckPolicy.RECEIPT
@@ -625,8 +612,7 @@ class StreamClient:
         self._stopping.set()
         try:
             self._drain()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
+            self._pool.close()
             with self._lock:
                 retiring, self._retiring = self._retiring, []
             for reader in retiring:
@@ -650,14 +636,16 @@ class StreamClient:
         with self._lock:
             if self._drain_deadline is None:
                 self._drain_deadline = self._clock() + self.config.drain_timeout
-            while self._counters["in_flight"] and not self._hard:
-                left = self._drain_deadline - self._clock()
-                if left <= 0:
-                    log.warning(
-                        "%d handler(s) still running after the drain timeout; their acks "
-                        "will not be sent",
-                        self._counters["in_flight"],
-                    )
-                    self._hard = True  # queued frames are skipped: DingTalk redelivers them
-                    break
-                self._idle.wait(min(left, 0.1))
+        pool = self._pool
+        while pool.in_flight and not self._hard:
+            deadline = self._drain_deadline  # stop() may bring it forward meanwhile
+            left = (deadline if deadline is not None else 0.0) - self._clock()
+            if left <= 0:
+                log.warning(
+                    "%d handler(s) still running after the drain timeout; their acks "
+                    "will not be sent",
+                    pool.in_flight,
+                )
+                self._hard = True  # queued frames are skipped: DingTalk redelivers them
+                break
+            pool.wait_idle(min(left, 0.1))

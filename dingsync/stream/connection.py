@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Union
 from urllib.parse import quote_plus, unquote, urlsplit
 
 import attrs
@@ -32,6 +32,7 @@ from ..errors import (
     RequestTimeout,
     TransportError,
 )
+from .wsread import fast_reader_for, fast_writer_for
 
 __all__ = [
     "Ticket",
@@ -413,9 +414,12 @@ def message_id_of(raw: Union[bytes, str]) -> Optional[str]:
         'm1'
     """
     try:
-        headers = json.loads(raw).get("headers")
+        # Strict UTF-8, as Frame.from_wire: json.loads(bytes) would let invalid bytes through
+        # as lone surrogates, which no ack can carry.
+        text = bytes(raw).decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        headers = json.loads(text).get("headers")
         mid = headers.get("messageId") if isinstance(headers, dict) else None
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return mid if isinstance(mid, str) and mid else None
 
@@ -454,6 +458,9 @@ class Connection:
         self.retiring = False
         self.gateway_id: Optional[str] = None
         self.close_reason: Optional[str] = None
+        # Large reads and frames parsed from a buffer, for a real websocket-client socket.
+        self._reader = fast_reader_for(ws)
+        self._writer = fast_writer_for(ws) if self._reader is not None else None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "retiring" if self.retiring else "open"
@@ -482,6 +489,32 @@ class Connection:
         """
         import websocket
 
+        reader = self._reader
+        if reader is not None:
+            try:
+                opcode, data = reader.read()
+            except socket.timeout:
+                return None
+            except websocket.WebSocketConnectionClosedException:
+                self._closed = True
+                raise ConnectionClosed(self._lost("the connection was lost")) from None
+            except (websocket.WebSocketException, OSError, ValueError) as exc:
+                self._closed = True
+                raise ConnectionClosed(
+                    self._lost(f"read failed: {type(exc).__name__}: {exc}")
+                ) from exc
+            if opcode == 1 or opcode == 2:  # text, binary
+                self.last_alive = self._clock()
+                self.frames += 1
+                return data
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                try:
+                    self._ws.send_close()  # as websocket-client's recv_data_frame does
+                except (websocket.WebSocketException, OSError):
+                    pass
+                self._closed_by_peer(data)
+            self.last_alive = self._clock()  # ping or pong: the peer is alive
+            return None
         try:
             opcode, frame = self._ws.recv_data_frame(True)
         except (websocket.WebSocketTimeoutException, socket.timeout):
@@ -497,15 +530,18 @@ class Connection:
             self.frames += 1
             return bytes(frame.data)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
-            code, reason = _close_status(frame.data)
-            self._closed = True
-            raise ConnectionClosed(
-                f"the gateway closed connection #{self.number} (code {code}{', ' + reason if reason else ''})",
-                code=code,
-                reason=reason,
-            )
+            self._closed_by_peer(frame.data)
         self.last_alive = self._clock()  # ping or pong: the peer is alive
         return None
+
+    def _closed_by_peer(self, data: bytes) -> NoReturn:
+        code, reason = _close_status(data)
+        self._closed = True
+        raise ConnectionClosed(
+            f"the gateway closed connection #{self.number} (code {code}{', ' + reason if reason else ''})",
+            code=code,
+            reason=reason,
+        )
 
     def _lost(self, text: str) -> str:
         if self.close_reason:
@@ -520,11 +556,17 @@ class Connection:
         """
         import websocket
 
+        # A lone surrogate (from a "\ud800" escape in a frame, echoed in its ack) has no UTF-8
+        # form; it can only sit inside a JSON string, where its \uXXXX escape means the same.
+        payload = text.encode("utf-8", "backslashreplace")
         with self._send_lock:
             if self._closed:
                 raise ConnectionClosed(f"connection #{self.number} is closed")
             try:
-                self._ws.send(text)
+                if self._writer is not None:
+                    self._writer.send_text(payload)
+                else:
+                    self._ws.send(payload, websocket.ABNF.OPCODE_TEXT)
             except (websocket.WebSocketException, OSError) as exc:
                 # A partial write leaves the stream unusable: stop using this socket.
                 self._closed = True
@@ -565,6 +607,8 @@ class Connection:
         it, because websocket-client reads the socket while waiting."""
         with self._send_lock:
             was_closed, self._closed = self._closed, True
+        if self._reader is not None:
+            self._reader.hand_back()  # websocket-client's close() reads the rest itself
         try:
             if was_closed:
                 self._ws.shutdown()

@@ -53,6 +53,9 @@ class Claim:
     attempt: int = 1
 
 
+_NEW_CLAIM = Claim(NEW)  # frozen: one instance serves every first claim
+
+
 class DedupeStore(Protocol):
     """What the stream client needs from a dedupe store (both stores here implement it).
 
@@ -125,9 +128,11 @@ class MemoryDedupeStore:
                 del self._entries[key]
                 entry = None
             if entry is None:
-                self._entries[key] = _Entry(PROCESSING, now + self.ttl)
-                self._evict()
-                return Claim(NEW)
+                entries = self._entries
+                entries[key] = _Entry(PROCESSING, now + self.ttl)
+                if len(entries) > self.max_entries:
+                    self._evict()
+                return _NEW_CLAIM
             self._entries.move_to_end(key)
             if entry.state == NEW:  # released after a failure: this delivery is a retry
                 entry.state = PROCESSING
@@ -138,12 +143,17 @@ class MemoryDedupeStore:
 
     def complete(self, key: str, ack: Ack) -> None:
         """See :meth:`DedupeStore.complete`."""
+        expires_at = self._clock() + self.ttl
         with self._lock:
-            entry = self._entries.get(key)
-            attempts = entry.attempts if entry is not None else 1
-            self._entries[key] = _Entry(DONE, self._clock() + self.ttl, ack, attempts)
-            self._entries.move_to_end(key)
-            self._evict()
+            entries = self._entries
+            entry = entries.get(key)
+            if entry is None:
+                entries[key] = _Entry(DONE, expires_at, ack)
+                if len(entries) > self.max_entries:
+                    self._evict()
+            else:
+                entry.state, entry.expires_at, entry.ack = DONE, expires_at, ack
+                entries.move_to_end(key)
 
     def release(self, key: str) -> None:
         """See :meth:`DedupeStore.release`."""
