@@ -139,3 +139,16 @@ def test_ack_round_trips_and_rejects_non_string_data() -> None:
 def test_headers_repr_carries_no_surprises() -> None:
     """Headers can be built directly and compare by value."""
     assert Headers(message_id="a", topic="b") == Headers.from_wire({"messageId": "a", "topic": "b"})
+
+
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    """json's RecursionError on absurd nesting is reported as malformed input, naming the field."""
+    with pytest.raises(ProtocolError) as info:
+        Frame.from_wire("[" * 100_000 + "]" * 100_000)
+    assert info.value.field == "frame"
+    frame = Frame.from_dict(
+        {"type": "EVENT", "headers": {"messageId": "m", "topic": "*"}, "data": "[" * 100_000}
+    )
+    with pytest.raises(ProtocolError) as info:
+        frame.json()
+    assert info.value.field == "data"
