@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from dingsync import StreamConfig
+
 from .._context import BenchContext
 from .._emulator import BenchError, Gateway
 from .._proc import ClientProcess
@@ -63,6 +65,7 @@ def run(ctx: BenchContext) -> List[Row]:
     if samples.get("dingsync") and samples.get("official"):
         ratios = [d / o for d, o in zip(pick("dingsync", "wall_s"), pick("official", "wall_s"))]
     n = ctx.blocking_messages
+    threads = StreamConfig().concurrency
     return [
         Row(
             "2",
@@ -73,8 +76,8 @@ def run(ctx: BenchContext) -> List[Row]:
             ratios=ratios,
             target="≤ 0.125× official (≥ 8× shorter)",
             check=lambda d, o: d * 8 <= o,
-            note=f"serial floor {n * SLEEP:.2f} s; with 8 handler threads ≥ "
-            f"{-(-n // 8) * SLEEP:.2f} s ({-(-n // 8)} waves); emulator: push "
+            note=f"serial floor {n * SLEEP:.2f} s; with {threads} handler threads (the default) ≥ "
+            f"{-(-n // threads) * SLEEP:.2f} s ({-(-n // threads)} waves); emulator: push "
             f"{min(pick('dingsync', 'push_rate') + pick('official', 'push_rate') or [0]):,.0f}"
             "+ frames/s, CPU "
             f"{max(pick('dingsync', 'emulator_cpu_pct') + pick('official', 'emulator_cpu_pct') or [0]):.0f} % of a core at most",
