@@ -586,9 +586,45 @@ class StreamClient:
                 self._send_ack(conn, attrs.evolve(ack, message_id=message_id))
 
     def _send_ack(self, conn: Connection, ack: Ack) -> None:
-        """Ack on the connection the frame came from, else on the current one."""
+        """Ack on the connection the frame came from, else on the current one.
+
+        Acks from several handler threads are coalesced into one write (see
+        :meth:`Connection.send_coalesced`); acks another thread failed to write on ``conn``
+        come back here and go to the current connection too.
+        """
         text = ack.to_wire()
         current = self._current
+        if conn is not None and not conn.closed:
+            failed = conn.send_coalesced(text)
+            if not failed:
+                self._count("acks_sent")
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "ack %s code %d on connection #%d", ack.message_id, ack.code, conn.number
+                    )
+                return
+            if current is None or current is conn or current.closed:
+                for _ in failed:
+                    log.warning(
+                        "no open connection to ack a message on; DingTalk may deliver it again"
+                    )
+                return
+            try:
+                failed.remove(text)
+            except ValueError:  # came back escaped (a lone surrogate): sent with the others
+                pass
+            for other in failed:  # other threads' acks, counted when they were handed in
+                try:
+                    current.send(other)
+                except ConnectionClosed:
+                    log.warning(
+                        "no open connection to ack a message on; DingTalk may deliver it again"
+                    )
+        self._send_text_fallback(conn, current, text, ack)
+
+    def _send_text_fallback(
+        self, conn: Connection, current: Optional[Connection], text: str, ack: Ack
+    ) -> None:
         for target in (conn, current) if current is not conn else (conn,):
             if target is None or target.closed:
                 continue

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
 from urllib.parse import quote_plus, unquote, urlsplit
 
 import attrs
@@ -449,6 +449,9 @@ class Connection:
         self._ws = ws
         self._clock = clock
         self._send_lock = threading.Lock()
+        self._outbox: List[bytes] = []  # acks waiting for the thread that is writing
+        self._outbox_lock = threading.Lock()
+        self._flushing = False
         self._closed = False
         self.opened_at = clock()
         self.last_alive: Optional[float] = None
@@ -574,6 +577,58 @@ class Connection:
                     f"send on connection #{self.number} failed: {type(exc).__name__}"
                 ) from exc
 
+    def send_coalesced(self, text: str) -> List[str]:
+        """Send one text frame (thread-safe), coalescing with other threads' frames: while one
+        thread writes, frames handed in by others wait in an outbox, and that thread writes
+        them all in one system call once its own write returns. The frame is never delayed
+        by a thread that is not writing right now.
+
+        Returns the frames that could not be written because the connection closed or the
+        write failed (``text`` and any others this thread was writing), so the caller can send
+        them elsewhere; an empty list when this thread wrote them or left them to the thread
+        that is writing.
+        """
+        payload = text.encode("utf-8", "backslashreplace")
+        lock = self._outbox_lock
+        with lock:
+            self._outbox.append(payload)
+            if self._flushing:
+                return []  # the writing thread takes it on its next round
+            self._flushing = True
+        while True:
+            with lock:
+                batch = self._outbox
+                if not batch:
+                    self._flushing = False
+                    return []
+                self._outbox = []
+            try:
+                self._send_many(batch)
+            except ConnectionClosed:
+                with lock:
+                    batch += self._outbox
+                    self._outbox = []
+                    self._flushing = False
+                return [b.decode("utf-8") for b in batch]
+
+    def _send_many(self, payloads: List[bytes]) -> None:
+        import websocket
+
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionClosed(f"connection #{self.number} is closed")
+            try:
+                if self._writer is not None:
+                    self._writer.send_texts(payloads)
+                else:
+                    for payload in payloads:
+                        self._ws.send(payload, websocket.ABNF.OPCODE_TEXT)
+            except (websocket.WebSocketException, OSError) as exc:
+                self._closed = True
+                raise ConnectionClosed(
+                    f"send on connection #{self.number} failed: {type(exc).__name__}"
+                ) from exc
+
     def ping(self) -> None:
         """Send a websocket ping; the pong shows up as ``last_alive``.
 
@@ -604,7 +659,11 @@ class Connection:
 
     def close(self, timeout: float = 1.0) -> None:
         """Close politely (close frame, short wait for the answer); only the reader may call
-        it, because websocket-client reads the socket while waiting."""
+        it, because websocket-client reads the socket while waiting. Acks another thread is
+        still writing (see :meth:`send_coalesced`) go out first, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._flushing and not self._closed and time.monotonic() < deadline:
+            time.sleep(0.0005)
         with self._send_lock:
             was_closed, self._closed = self._closed, True
         if self._reader is not None:

@@ -219,6 +219,18 @@ class FrameWriter:
         Raises:
             OSError: the socket failed (the frame may be partly written).
         """
+        self._write(self._frame(payload))
+
+    def send_texts(self, payloads: List[bytes]) -> None:
+        """Send each of ``payloads`` as its own text frame, all in one write.
+
+        Raises:
+            OSError: the socket failed (some frames may be partly written).
+        """
+        frame = self._frame
+        self._write(b"".join([frame(p) for p in payloads]))
+
+    def _frame(self, payload: bytes) -> bytes:
         n = len(payload)
         if n < 126:
             header = bytes((0x81, 0x80 | n))
@@ -238,7 +250,10 @@ class FrameWriter:
             )
         else:
             masked = b""
-        data = memoryview(header + key + masked)
+        return header + key + masked
+
+    def _write(self, frames: bytes) -> None:
+        data = memoryview(frames)
         sock = self._sock
         send = sock.send
         with self._lock:
