@@ -604,7 +604,11 @@ class Connection:
                 self._outbox = []
             try:
                 self._send_many(batch)
-            except ConnectionClosed:
+            except Exception as exc:
+                # Whatever failed, the outbox must not stay claimed by this thread, or every
+                # later ack would wait in it forever; all of them go back to the caller.
+                if not isinstance(exc, ConnectionClosed):
+                    log.exception("unexpected error writing acks on connection #%d", self.number)
                 with lock:
                     batch += self._outbox
                     self._outbox = []

@@ -88,3 +88,22 @@ def test_close_waits_for_a_write_in_progress() -> None:
     conn.close(timeout=5)
     writer.join(5)
     assert ws.sent == [b"a", b"b"]
+
+
+class _BuggyWs(_BlockingWs):
+    """A websocket whose first write fails with an error nobody planned for."""
+
+    def send(self, payload: bytes, opcode: Any = None) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("bug in a lower layer")
+        self.sent.append(payload)
+
+
+def test_an_unexpected_write_error_never_leaves_acks_stuck_in_the_outbox() -> None:
+    """Any failure hands the acks back and frees the outbox, so the next ack is written."""
+    ws = _BuggyWs()
+    conn = _conn(ws)
+    assert conn.send_coalesced("a") == ["a"]
+    assert conn.send_coalesced("b") == []
+    assert ws.sent == [b"b"]
