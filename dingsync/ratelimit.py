@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import threading
@@ -61,7 +62,7 @@ def redis_from(client_or_url: Union[str, redis.Redis]) -> redis.Redis:
     return redis_lib.Redis.from_url(client_or_url)
 
 
-class RateLimiter:
+class RateLimiter(abc.ABC):
     """Base class: ``limit`` slots per ``period`` seconds per key, plus penalties.
 
     Subclasses implement :meth:`try_acquire`, :meth:`penalize` and :meth:`penalty_remaining`.
@@ -77,6 +78,7 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
 
+    @abc.abstractmethod
     def try_acquire(self, key: str) -> float:
         """Take a slot now if one is free.
 
@@ -84,15 +86,14 @@ class RateLimiter:
             ``0.0`` when a slot was taken, otherwise the seconds until one frees up (no slot
             is taken then).
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def penalize(self, key: str, seconds: float) -> None:
         """Refuse every slot of ``key`` for ``seconds`` (DingTalk's 10-minute throttle)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def penalty_remaining(self, key: str) -> float:
         """Seconds left of the penalty on ``key`` (0.0 when there is none)."""
-        raise NotImplementedError
 
     def wait_for_slot(self, key: str, *, max_wait: Optional[float] = None) -> float:
         """Take a slot, sleeping until one is free, but never longer than ``max_wait`` in all.

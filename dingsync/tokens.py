@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -119,23 +120,23 @@ class AccessToken:
         return cls(value=value, kind=kind, expires_at=float(expires_at), refresh_at=refresh_at)
 
 
-class TokenCache:
+class TokenCache(abc.ABC):
     """Where tokens are stored. Subclass it to plug in another store.
 
     ``lock(key)`` must exclude other processes (and threads) sharing the store for as long as
     the context is held; ``set``/``delete`` may be called while it is held.
     """
 
-    def get(self, key: str) -> Optional[AccessToken]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def get(self, key: str) -> Optional[AccessToken]: ...
 
+    @abc.abstractmethod
     def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
         """Store ``token``; ``ttl`` is its remaining lifetime in seconds."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, key: str, *, value: Optional[str] = None) -> None:
         """Remove ``key``; with ``value``, only if the stored token is that one."""
-        raise NotImplementedError
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
