@@ -1,7 +1,7 @@
 """The calculator bot: send it ``1+1``, it replies ``2``.
 
 This is the official SDK's "adding bot" done safely. The original passes the message to
-``eval()``, so anyone who can talk to the bot can run code on the server. Here the text is parsed
+Python's built-in ``eval``, so anyone who can talk to the bot can run code on the server. Here the text is parsed
 with :mod:`ast` and only numbers, ``+ - * / // % **``, unary ``+``/``-`` and parentheses are
 evaluated, with limits on length, nesting and the size of numbers so that ``9**9**9`` is refused
 instead of eating the CPU.
