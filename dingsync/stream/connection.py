@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Seque
 from urllib.parse import quote_plus, unquote, urlsplit
 
 import attrs
+import websocket
 
 from .._version import __version__
 from ..config import Credentials, Endpoints, StreamConfig
@@ -315,8 +316,6 @@ def websocket_options(
 
 
 def _default_connector() -> Connector:
-    import websocket
-
     return websocket.create_connection  # type: ignore[no-any-return]
 
 
@@ -337,8 +336,6 @@ def connect(
         GatewayOpenError: the gateway refused the handshake (bad or expired ticket).
         TransportError: the network or TLS failed.
     """
-    import websocket
-
     url = ticket.url
     try:
         ws = (connector or _default_connector())(url, **websocket_options(url, config))
@@ -490,8 +487,6 @@ class Connection:
         Raises:
             ConnectionClosed: the server closed the connection or the network dropped it.
         """
-        import websocket
-
         reader = self._reader
         if reader is not None:
             try:
@@ -557,8 +552,6 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is closed or the write failed.
         """
-        import websocket
-
         # A lone surrogate (from a "\ud800" escape in a frame, echoed in its ack) has no UTF-8
         # form; it can only sit inside a JSON string, where its \uXXXX escape means the same.
         payload = text.encode("utf-8", "backslashreplace")
@@ -616,8 +609,6 @@ class Connection:
                 return [b.decode("utf-8") for b in batch]
 
     def _send_many(self, payloads: List[bytes]) -> None:
-        import websocket
-
         with self._send_lock:
             if self._closed:
                 raise ConnectionClosed(f"connection #{self.number} is closed")
@@ -639,8 +630,6 @@ class Connection:
         Raises:
             ConnectionClosed: the write failed.
         """
-        import websocket
-
         with self._send_lock:
             if self._closed:
                 raise ConnectionClosed(f"connection #{self.number} is closed")

@@ -20,6 +20,8 @@ import socket
 import ssl
 from typing import Any, List, Optional, Tuple
 
+import websocket
+
 __all__ = ["FrameReader", "FrameWriter", "fast_reader_for", "fast_writer_for"]
 
 _CHUNK = 65536
@@ -109,8 +111,6 @@ class FrameReader:
             raise _protocol_error("a control frame is fragmented or longer than 125 bytes")
         payload = buf[head:end]
         if masked:  # servers must not mask; tolerated as websocket-client does
-            import websocket
-
             payload = websocket.ABNF.mask(buf[head - 4 : head], payload)
         self._pos = end
         return fin, opcode, payload
@@ -129,8 +129,6 @@ class FrameReader:
                 except ssl.SSLWantReadError:  # no complete TLS record yet: as a timeout
                     raise socket.timeout("no complete TLS record") from None
                 if not chunk:
-                    import websocket
-
                     raise websocket.WebSocketConnectionClosedException(
                         "Connection to remote host was lost."
                     )
@@ -170,8 +168,6 @@ class FrameReader:
 
 
 def _protocol_error(text: str) -> Exception:
-    import websocket
-
     return websocket.WebSocketProtocolException(text)
 
 
@@ -179,8 +175,6 @@ def fast_reader_for(ws: Any) -> Optional[FrameReader]:
     """A FrameReader for a websocket-client ``WebSocket`` that has not read a frame yet, else
     None (tests' stand-ins, unknown versions: the caller keeps ``recv_data_frame``)."""
     try:
-        import websocket
-
         if not isinstance(ws, websocket.WebSocket):
             return None
         sock = ws.sock
@@ -276,8 +270,6 @@ class FrameWriter:
 def fast_writer_for(ws: Any) -> Optional[FrameWriter]:
     """A FrameWriter for a websocket-client ``WebSocket`` with a socket, else None."""
     try:
-        import websocket
-
         if not isinstance(ws, websocket.WebSocket) or ws.sock is None:
             return None
         return FrameWriter(ws, ws.sock)
