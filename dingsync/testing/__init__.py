@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from . import payloads
 from ._fake import Failure, FakeDingTalk
-from ._gateway import (
+from ._http import Request, Response
+from ._openapi import (
+    CardInstance,
+    MediaFile,
+    SentMessage,
+    StoredFile,
+    WebhookMessage,
+    WebhookRobotState,
+    WorkNotice,
+)
+from ._records import (
     AckFrame,
     Connection,
     OpenRequest,
@@ -22,16 +32,6 @@ from ._gateway import (
     Redelivery,
     Reply,
     Subscription,
-)
-from ._http import Request, Response
-from ._openapi import (
-    CardInstance,
-    MediaFile,
-    SentMessage,
-    StoredFile,
-    WebhookMessage,
-    WebhookRobotState,
-    WorkNotice,
 )
 
 __all__ = [

@@ -46,33 +46,15 @@ from ._records import (
     AckFrame,
     Connection,
     ConnectionRef,
-    OpenRequest,
     Pong,
     PreparedFrame,
     Push,
-    PushStats,
-    Redelivery,
-    Reply,
-    Subscription,
 )
-from ._records import FrameLike as FrameLike  # re-exported: it was defined here
 from ._redelivery import RedeliveryMixin
 from ._sessions import SessionWebhookMixin
 from ._wsconn import WsConnectionsMixin
 
-__all__ = [
-    "GatewayMixin",
-    "AckFrame",
-    "Connection",
-    "OpenRequest",
-    "Pong",
-    "PreparedFrame",
-    "Push",
-    "PushStats",
-    "Redelivery",
-    "Reply",
-    "Subscription",
-]
+__all__ = ["GatewayMixin"]
 
 
 def _ack_problems(obj: Mapping[str, Any]) -> List[str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
-from .._gateway import OpenRequest, Subscription
 from .._http import BadJson, Request, Response, json_response, new_error, route
+from .._records import OpenRequest, Subscription
 
 if TYPE_CHECKING:
     from .._fake import FakeDingTalk
