@@ -235,8 +235,10 @@ class StreamConfig:
     """Settings of :class:`dingsync.StreamClient`.
 
     Args:
-        concurrency: handler threads; frames beyond ``concurrency + max_pending`` make the
-            reader wait (backpressure) instead of queueing without bound.
+        concurrency: handler threads at most; frames beyond ``concurrency + max_pending``
+            make the reader wait (backpressure) instead of queueing without bound. Two
+            threads start with the first frames; the others only when the running handlers
+            have finished nothing for 10 ms while frames wait (handlers that block).
         max_pending: frames read and waiting for a handler thread.
         ping_interval: seconds between websocket pings sent by the client; by default
             ``min(10, dead_after / 2.5)``.

@@ -7,7 +7,8 @@ Threads (DESIGN §4):
   to the handler pool; it is the only thread that connects, so reconnects never race;
 - ``dingsync-handler-N`` (a :class:`~dingsync.stream.workers.HandlerPool` of ``concurrency``)
   run handlers and send acks; at most ``concurrency + max_pending`` frames are queued or
-  running, beyond that the reader waits (backpressure);
+  running, beyond that the reader waits (backpressure). ``dingsync-handler-monitor`` starts
+  threads beyond the first two when the running handlers block;
 - ``dingsync-keepalive`` pings and runs the watchdog;
 - ``dingsync-reader-retiring`` drains a connection after SYSTEM disconnect, while the reader
   already reads its replacement.

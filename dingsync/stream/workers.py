@@ -8,14 +8,22 @@ take; ``in_flight`` is the difference. A Condition is used only when a reader mu
 queued or running at any time, so memory stays bounded however slow the handlers are; a reader
 waiting for room is woken once a quarter of it is free again (not after every job, which would
 cost a context switch per frame).
+
+Threads are started as they are needed, and "needed" depends on what the handlers do. Up to
+``eager`` threads start as soon as jobs wait. Beyond that, a monitor thread (started with the
+first backlog) adds threads only when jobs wait and no job has finished for ``stall_after``
+seconds: the running handlers are blocked (an HTTP call, a sleep), so more threads help. For
+handlers that only compute, more threads would only take turns on the GIL, and with 16 of them
+switching a burst ran at half speed (benchmarks/, figure 1).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from queue import SimpleQueue
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 __all__ = ["HandlerPool"]
 
@@ -23,7 +31,10 @@ log = logging.getLogger("dingsync.stream")
 
 
 class HandlerPool:
-    """``threads`` workers (``<name>-1`` ...; started as jobs arrive) running ``run(job)``.
+    """Up to ``threads`` workers (``<name>-1`` ...; started as needed) running ``run(job)``.
+
+    ``eager`` threads start as soon as jobs wait; more start when the running ones have
+    finished nothing for ``stall_after`` seconds while jobs wait (see the module docstring).
 
     Example:
         >>> done = []
@@ -43,9 +54,15 @@ class HandlerPool:
         threads: int,
         capacity: int,
         name: str = "dingsync-handler",
+        eager: int = 2,
+        stall_after: float = 0.01,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._run = run
         self._max_threads = max(threads, 1)
+        self._eager = min(max(eager, 1), self._max_threads)
+        self._stall_after = stall_after
+        self._sleep = sleep
         self._capacity = max(capacity, 1)
         self._low_water = self._capacity - max(1, self._capacity // 4)
         self._name = name
@@ -59,6 +76,8 @@ class HandlerPool:
         self._waiters = 0  # threads in put()/wait_idle(), changed under _lock
         self._threads: List[threading.Thread] = []
         self._closed = False
+        self._backlog = threading.Event()  # jobs wait for a thread: the monitor watches
+        self._monitor: Optional[threading.Thread] = None
 
     @property
     def in_flight(self) -> int:
@@ -83,7 +102,7 @@ class HandlerPool:
             if submitted - self._finished_seen >= len(self._threads) < self._max_threads:
                 self._finished_seen = sum(self._finished)
                 if submitted - self._finished_seen >= len(self._threads):
-                    self._spawn()
+                    self._grow()
             self._queue.put(job)  # inside the lock: never after close()'s stop marks
         return True
 
@@ -120,8 +139,40 @@ class HandlerPool:
             self._closed = True
             threads = len(self._threads)
         self.wake()
+        self._backlog.set()  # the monitor sees _closed and exits
         for _ in range(threads):
             self._queue.put(_STOP)
+
+    def _grow(self) -> None:  # under self._put_lock; a job waits and every thread is busy
+        if len(self._threads) < self._eager:
+            self._spawn()
+        elif not self._backlog.is_set():
+            if self._monitor is None:
+                self._monitor = threading.Thread(
+                    target=self._watch, name=f"{self._name}-monitor", daemon=True
+                )
+                self._monitor.start()
+            self._backlog.set()
+
+    def _watch(self) -> None:
+        """The monitor: while jobs wait, add threads whenever none finished for a period."""
+        while True:
+            self._backlog.wait()
+            finished = sum(self._finished)
+            self._sleep(self._stall_after)
+            with self._put_lock:
+                if self._closed:
+                    return
+                waiting = self._submitted - sum(self._finished) - len(self._threads)
+                if waiting <= 0:
+                    self._backlog.clear()  # set again by the next put that finds a backlog
+                    continue
+                if sum(self._finished) != finished:
+                    continue  # the handlers make progress: more threads would not help
+                for _ in range(min(waiting, self._max_threads - len(self._threads))):
+                    self._spawn()
+                if len(self._threads) >= self._max_threads:
+                    return
 
     def _spawn(self) -> None:  # under self._put_lock
         slot = len(self._threads)
