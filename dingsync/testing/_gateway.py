@@ -57,8 +57,9 @@ from ._wsconn import WsConnectionsMixin
 __all__ = ["GatewayMixin"]
 
 
-def _ack_problems(obj: Mapping[str, Any]) -> List[str]:
-    """Strict ack shape (protocol.md §3.1); each problem starts with the field it names."""
+def _ack_problems(obj: Mapping[str, Any], data: Any) -> List[str]:
+    """Strict ack shape (protocol.md §3.1); each problem starts with the field it names.
+    ``data`` is ``obj["data"]`` decoded (None when it is not valid JSON)."""
     problems: List[str] = []
     code = obj.get("code")
     if "code" not in obj:
@@ -86,7 +87,7 @@ def _ack_problems(obj: Mapping[str, Any]) -> List[str]:
             problems.append("data: missing")
     elif not isinstance(obj["data"], str):
         problems.append(f"data: expected a JSON string, got {type(obj['data']).__name__}")
-    elif obj["data"] and _decode_json_string(obj["data"]) is None and obj["data"] != "null":
+    elif obj["data"] and data is None and obj["data"] != "null":
         # "" is tolerated: the Go SDK sends the handler's raw (often empty) bytes.
         problems.append("data: not valid JSON")
     return problems
@@ -274,20 +275,21 @@ class GatewayMixin(WsConnectionsMixin, PushMixin, SessionWebhookMixin, Redeliver
             with self._gw_lock:
                 self._report_locked(conn, problems)
             return
-        problems.extend(_ack_problems(obj))
+        data = _decode_json_string(obj.get("data"))  # once: three checks below read it
+        problems.extend(_ack_problems(obj, data))
         headers = obj.get("headers")
         mid = headers.get("messageId") if isinstance(headers, dict) else None
         ack = AckFrame(obj)
         ack.connection_id = conn.id
         ack.received_at = at
-        self._apply_card_response(mid, obj, problems)
+        self._apply_card_response(mid, obj, data, problems)
         with self._gw_lock:
             self.acks.append(ack)
             push = self._by_id.get(mid) if isinstance(mid, str) else None
             if isinstance(mid, str) and push is None:
                 problems.append(f"headers.messageId: {mid!r} does not match a pushed message")
             if push is not None:
-                self._settle_locked(push, ack, problems)
+                self._settle_locked(push, ack, data, problems)
             self._report_locked(conn, problems)
 
     def _report_locked(self, conn: Connection, problems: List[str]) -> None:
@@ -295,13 +297,16 @@ class GatewayMixin(WsConnectionsMixin, PushMixin, SessionWebhookMixin, Redeliver
         self.violations.extend(f"ack on connection {conn.id}: {p}" for p in problems)
         self._gw_cond.notify_all()
 
-    def _apply_card_response(self, mid: Any, ack: Mapping[str, Any], problems: List[str]) -> None:
+    def _apply_card_response(
+        self, mid: Any, ack: Mapping[str, Any], data: Any, problems: List[str]
+    ) -> None:
         # Runs before the ack is published, so that once wait_for_ack() returns the card store
         # already shows the update; and outside _gw_lock, because the store has its own lock.
+        if not self._card_pushes:  # no card callback pushed: nothing to apply (the usual case)
+            return
         apply = getattr(self, "_apply_card_callback_response", None)
         with self._gw_lock:
             card = self._card_pushes.get(mid) if isinstance(mid, str) else None
-        data = _decode_json_string(ack.get("data"))
         if card is None or ack.get("code") != 200 or not callable(apply):
             return
         if not isinstance(data, dict):
@@ -311,10 +316,9 @@ class GatewayMixin(WsConnectionsMixin, PushMixin, SessionWebhookMixin, Redeliver
         except Exception as exc:  # a bug in the store must be visible, not kill the reader
             problems.append(f"emulator: applying the card response failed: {exc!r}")
 
-    def _settle_locked(self, push: Push, ack: AckFrame, problems: List[str]) -> None:
+    def _settle_locked(self, push: Push, ack: AckFrame, data: Any, problems: List[str]) -> None:
         mid = push.message_id
         self._first_ack.setdefault(mid, ack)
-        data = _decode_json_string(ack.get("data"))
         code = ack.get("code")
         if push.type == "SYSTEM" and push.topic == "ping":
             expected = self._ping_opaque.get(mid)

@@ -259,6 +259,26 @@ def test_push_many_preserialised_and_push_stats(fake):
     ws.close()
 
 
+def test_a_burst_goes_out_in_a_few_socket_writes(fake):
+    """The sender writes up to 64 queued frames per system call (so the emulator keeps up with
+    the clients it benchmarks), and the client still reads each frame whole and in order."""
+    ws = connect(fake)
+    fake.wait_for_connections(1, timeout=2)
+    gate = fake.live_connections[0]._ws.gate
+    writes = []
+
+    def sendall(data, *args):
+        writes.append(len(data))
+        return gate.raw.sendall(data, *args)
+
+    gate.sendall = sendall  # an instance attribute wins over the gate's __getattr__
+    ids = fake.push_many(fake.prepare_chatbot(300))
+    got = [recv_json(ws)["headers"]["messageId"] for _ in range(300)]
+    assert got == ids
+    assert 1 <= len(writes) <= 10, writes
+    ws.close()
+
+
 def test_push_frame_sends_raw_frames_as_given(fake):
     """push_frame sends a string byte for byte and routes by its type/topic."""
     ws = connect(fake)
