@@ -68,7 +68,8 @@ def _paired(
 ) -> Optional[List[float]]:
     if not samples.get(a) or not samples.get(b):
         return None
-    return [x[key] / y[key] for x, y in zip(samples[a], samples[b])]
+    # A tiny run can take less CPU than one /proc tick (10 ms): no ratio for that pair.
+    return [x[key] / y[key] for x, y in zip(samples[a], samples[b]) if y[key]] or None
 
 
 def _bound_note(samples: Dict[str, List[Dict[str, float]]]) -> str:
