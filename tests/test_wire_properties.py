@@ -261,3 +261,33 @@ def test_chatbot_shaped_garbage_never_raises_anything_but_protocol_error(
         msg.attachments  # noqa: B018
 
     _only_protocol_errors(decode)
+
+
+def _outcome(decode: Callable[[str], Any], text: str) -> Any:
+    try:
+        return ("ok", decode(text))
+    except ValueError:
+        return ("error", None)
+
+
+@PROFILE
+@given(
+    json_values,
+    st.sampled_from(["", " ", "\n", "\t\r\n "]),
+    st.sampled_from(["", " ", "\n", " x", "]", "{}"]),
+)
+def test_fast_json_decode_agrees_with_json_loads(value: Any, before: str, after: str) -> None:
+    """The frame decoder's shortcut around json.loads accepts and rejects exactly what
+    json.loads does, surrounding whitespace and trailing garbage included."""
+    from dingsync.frames import _loads
+
+    text = before + json.dumps(value) + after
+    assert _outcome(_loads, text) == _outcome(json.loads, text)
+
+
+@PROFILE
+@given(st.text(max_size=40))
+def test_fast_json_decode_agrees_on_arbitrary_text(text: str) -> None:
+    from dingsync.frames import _loads
+
+    assert _outcome(_loads, text) == _outcome(json.loads, text)
