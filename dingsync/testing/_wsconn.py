@@ -17,11 +17,25 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Union, cast
+from functools import partial
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame as WsFrame
+from websockets.frames import Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 from websockets.protocol import State
@@ -89,6 +103,12 @@ class _GatedSocket:
 
 class _WsConnection(ServerConnection):
     owner: ClassVar[Optional[WsConnectionsMixin]] = None
+    # Set once the gateway has registered the connection: from then on a whole (unfragmented)
+    # message is handled on the thread that reads the socket. websockets would queue it for the
+    # handler thread, and that hop (a lock, a queue and a thread wake-up per ack) cost the
+    # emulator more than the ack's own checks.
+    on_message: Optional[Callable[[Union[str, bytes]], None]] = None
+    _fragmented = False  # a fragmented message is being queued: later frames follow it
 
     # websockets >= 16 passes the Server as a third positional argument; 15 (the newest on
     # Python 3.9) does not, so positional arguments are passed through as they come.
@@ -103,6 +123,26 @@ class _WsConnection(ServerConnection):
             kwargs["close_timeout"] = owner.close_timeout
             owner._ws_all.add(self)
         super().__init__(cast(socket.socket, self.gate), protocol, *args, **kwargs)
+
+    def process_event(self, event: Any) -> None:
+        on_message = self.on_message
+        if on_message is not None and isinstance(event, WsFrame):
+            opcode = event.opcode
+            if (opcode is Opcode.TEXT or opcode is Opcode.BINARY) and not self._fragmented:
+                if event.fin:
+                    message = _message_of(opcode, bytes(event.data))
+                    if message is not None:
+                        try:
+                            on_message(message)
+                        except Exception:  # a bug here must show, not kill the socket's reader
+                            _WS_LOGGER.exception("emulator: handling a client frame failed")
+                        return
+                    # Invalid UTF-8: queued as before, ws.recv() raises it to the handler.
+                else:
+                    self._fragmented = True
+            elif opcode is Opcode.CONT and event.fin:
+                self._fragmented = False
+        super().process_event(event)
 
     def send_texts(self, texts: List[str]) -> None:
         """Send each of ``texts`` as its own message, all in one write (see :meth:`send_data`).
@@ -141,6 +181,16 @@ class _WsConnection(ServerConnection):
         if self.close_deadline is not None:
             self.socket.settimeout(self.close_deadline.timeout())
         self.socket.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+def _message_of(opcode: Opcode, data: bytes) -> Union[str, bytes, None]:
+    """A text frame's str (None when it is not UTF-8), a binary frame's bytes."""
+    if opcode is not Opcode.TEXT:
+        return data
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _hard_close(ws: _WsConnection, code: int, reason: str) -> None:
@@ -374,6 +424,7 @@ class WsConnectionsMixin:
             self._flush_pending_locked()
             self._gw_cond.notify_all()
         sender.start()
+        wsc.on_message = partial(self._on_client_frame, conn)
         try:
             while True:
                 try:

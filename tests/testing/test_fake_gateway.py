@@ -112,6 +112,24 @@ def test_ack_is_recorded_with_its_connection(fake):
     ws.close()
 
 
+def test_fragmented_and_whole_acks_are_both_recorded(fake):
+    """Whole acks are handled on the socket's reader thread, fragmented ones through websockets'
+    message queue: both count, in the order they were sent."""
+    ws = connect(fake)
+    first, second = fake.push_chatbot("a"), fake.push_chatbot("b")
+    for _ in range(2):
+        recv_json(ws)
+    text = json.dumps(_raw_ack(first)).encode()
+    ws.send_frame(websocket.ABNF.create_frame(text[:20], websocket.ABNF.OPCODE_TEXT, fin=0))
+    ws.send_frame(websocket.ABNF.create_frame(text[20:], websocket.ABNF.OPCODE_CONT, fin=1))
+    fake.wait_for_ack(first)
+    ws.send(json.dumps(_raw_ack(second)))
+    fake.wait_for_ack(second)
+    assert [a["headers"]["messageId"] for a in fake.acks] == [first, second]
+    assert fake.violations == []
+    ws.close()
+
+
 def _raw_ack(mid):
     return {
         "code": 200,
