@@ -62,3 +62,16 @@ def test_readme_section_is_replaced_between_markers_only() -> None:
     assert new == "intro\n<!-- bench:start -->\ntable\n<!-- bench:end -->\noutro\n"
     appended = replace_between("intro\n", "<!-- bench:start -->", "<!-- bench:end -->", "t")
     assert appended == "intro\n\n<!-- bench:start -->\nt\n<!-- bench:end -->\n"
+
+
+def test_hot_path_profile_times_every_stage() -> None:
+    """benchmarks.hotpath prints one positive per-message figure for each stage."""
+    from benchmarks import hotpath
+
+    raw = hotpath._frames(30)
+    results = [(name, hotpath.measure(stage, len(raw), 1)) for name, stage in hotpath.stages(raw)]
+    names = [name for name, _ in results]
+    assert "dingsync, handler thread's part (decode, dedupe, handler, ack)" in names
+    assert any(name.startswith("raw loop") for name in names)
+    assert all(us > 0 for _, us in results), results
+    assert hotpath.table(results).count("\n") == len(results) + 1
