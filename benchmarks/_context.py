@@ -13,6 +13,7 @@ from typing import Any, Dict, List
 class BenchContext:
     quick: bool = False
     runs: int = 5
+    throughput_runs: int = 7  # the noisiest figure, and its ratios matter most
     log_dir: Path = Path("benchmarks/results/logs")
     verbose: bool = True
     # figure sizes (run.py fills them from the mode; tests shrink them)

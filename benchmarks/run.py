@@ -45,7 +45,7 @@ METHOD = HERE / "README.md"
 def make_context(quick: bool, runs: Optional[int], log_dir: Path) -> BenchContext:
     ctx = BenchContext(quick=quick, log_dir=log_dir)
     if quick:
-        ctx.runs = 2
+        ctx.runs = ctx.throughput_runs = 2
         ctx.reconnect_seconds = 5.0
         ctx.reconnect_runs = 1
         ctx.zombie_runs = 1
@@ -53,7 +53,7 @@ def make_context(quick: bool, runs: Optional[int], log_dir: Path) -> BenchContex
         ctx.import_runs = 5
         ctx.growth_messages = 20_000
     if runs is not None:
-        ctx.runs = ctx.reconnect_runs = ctx.zombie_runs = runs
+        ctx.runs = ctx.throughput_runs = ctx.reconnect_runs = ctx.zombie_runs = runs
     return ctx
 
 
@@ -68,7 +68,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--only", default="", help=f"comma-separated subset of {', '.join(FIGURES)}"
     )
     parser.add_argument(
-        "--runs", type=int, default=None, help="runs per figure (default 5; quick 2)"
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per figure (default 5, throughput 7; quick 2)",
     )
     parser.add_argument("--frames", type=int, default=None, help="throughput frames (default 5000)")
     parser.add_argument(

@@ -72,6 +72,11 @@ def _paired(
     return [x[key] / y[key] for x, y in zip(samples[a], samples[b]) if y[key]] or None
 
 
+def _runs_note(ctx: BenchContext) -> str:
+    """Say so when this figure ran a different number of times than the table's header says."""
+    return f"{ctx.throughput_runs} runs; " if ctx.throughput_runs != ctx.runs else ""
+
+
 def _bound_note(samples: Dict[str, List[Dict[str, float]]]) -> str:
     """Say so when the emulator, not the raw loop, was the limit (a core nearly saturated)."""
     busy = summarize([s["emulator_cpu_pct"] for s in samples.get("raw", [])])
@@ -84,7 +89,7 @@ def _bound_note(samples: Dict[str, List[Dict[str, float]]]) -> str:
 
 
 def run(ctx: BenchContext) -> List[Row]:
-    samples = collect(ctx, ctx.frames, ctx.runs, "throughput")
+    samples = collect(ctx, ctx.frames, ctx.throughput_runs, "throughput")
     ctx.raw["throughput"] = samples
     every = [s for kind in samples for s in samples[kind]]
     push = summarize([s["push_rate"] for s in every])
@@ -93,7 +98,7 @@ def run(ctx: BenchContext) -> List[Row]:
     emulator_note = ""
     if push and emu_cpu and emu_us:
         emulator_note = (
-            f"emulator: push {push.lo:,.0f}–{push.hi:,.0f} frames/s, process CPU "
+            f"{_runs_note(ctx)}emulator: push {push.lo:,.0f}–{push.hi:,.0f} frames/s, process CPU "
             f"{emu_cpu.median:.0f} % of a core ({emu_us.median:.0f} µs/frame incl. ack intake)"
         )
     raw_rate = _field(samples, "raw", "msgs_per_s")
