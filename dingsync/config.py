@@ -141,8 +141,9 @@ class ReconnectPolicy:
     Exponential backoff with jitter: the n-th consecutive failure waits
     ``min(initial * 2**(n-1), max) + uniform(0, jitter)`` seconds. The count resets after a healthy
     session. Bad credentials wait at least ``auth_wait`` seconds so that DingTalk is not hammered.
-    ``give_up_after`` (seconds of consecutive failure) or ``max_attempts`` make the client raise
-    ``ReconnectGaveUp``; by default it never gives up.
+    ``give_up_after`` (seconds of consecutive failure; no wait runs past it, so the last attempt
+    is made at the deadline) or ``max_attempts`` make the client raise ``ReconnectGaveUp``; by
+    default it never gives up.
 
     Example:
         >>> policy = ReconnectPolicy(initial=0.5, max=30.0, jitter=0.0, give_up_after=600.0)
@@ -208,7 +209,12 @@ class ReconnectPolicy:
         def wait(state: tenacity.RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome is not None else None
             auth = bool(auth_errors) and isinstance(error, auth_errors)
-            return self.delay(state.attempt_number, auth=auth)
+            seconds = self.delay(state.attempt_number, auth=auth)
+            if self.give_up_after is not None:
+                # Never sleep past the deadline (auth_wait alone is a minute): the last attempt
+                # is made at it, and giving up follows at once if that one fails too.
+                seconds = min(seconds, max(0.0, started + self.give_up_after - clock()))
+            return seconds
 
         def announce(state: tenacity.RetryCallState) -> None:
             if before_sleep is None or state.outcome is None:

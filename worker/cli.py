@@ -10,7 +10,7 @@ The command is the application, so it alone configures logging; the library only
 nothing but dingsync's public API, like any other program would.
 
 Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
-stream client fails for good, when handlers are still running once ``--grace`` is over, or on a
+stream client fails for good (``--give-up-after`` passed without a connection), when handlers are still running once ``--grace`` is over, or on a
 hard stop by a second SIGTERM; 130 on a hard stop by a second SIGINT; 2 for a usage error (bad
 APP, missing credentials, bad option value).
 """
@@ -463,6 +463,14 @@ def _start_emulator() -> Any:
     help="Seconds without a frame or pong before a connection is replaced (and /healthz fails).",
 )
 @click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Exit 1 when no connection could be made for this long in a row (refused "
+    "credentials, DingTalk unreachable). Default: keep retrying, with /healthz failing.",
+)
+@click.option(
     "--max-runtime",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -525,6 +533,7 @@ def main(
     client_secret: Optional[str],
     concurrency: int,
     dead_after: float,
+    give_up_after: Optional[float],
     max_runtime: Optional[float],
     grace: float,
     health_port: Optional[int],
@@ -544,7 +553,11 @@ def main(
     except ImportFromStringError as exc:
         raise _UsageError(str(exc)) from None
     try:
-        config = dingsync.StreamConfig(concurrency=concurrency, dead_after=dead_after)
+        config = dingsync.StreamConfig(
+            concurrency=concurrency,
+            dead_after=dead_after,
+            reconnect=dingsync.ReconnectPolicy(give_up_after=give_up_after),
+        )
     except dingsync.ConfigurationError as exc:
         raise _UsageError(str(exc)) from None
     dedupe_store = build_dedupe_store(dedupe, ttl=config.dedupe_ttl)

@@ -58,12 +58,23 @@ def test_auth_failures_wait_at_least_auth_wait() -> None:
 
 
 def test_give_up_after_uses_the_injected_clock() -> None:
-    """give_up_after counts seconds on the given clock, so tests need not wait."""
+    """give_up_after counts seconds on the given clock, so tests need not wait; the last wait
+    is cut short so that the last attempt is made at the deadline, not after it."""
     t = Time()
     policy = ReconnectPolicy(initial=1.0, max=8.0, jitter=0.0, give_up_after=20.0)
     attempts = run(policy, TransportError("down"), t)
-    assert t.sleeps == [1.0, 2.0, 4.0, 8.0, 8.0]
-    assert attempts == 6
+    assert t.sleeps == [1.0, 2.0, 4.0, 8.0, 5.0]
+    assert attempts == 6 and t.now == 20.0
+
+
+def test_give_up_after_is_not_stretched_by_the_auth_wait() -> None:
+    """Refused credentials wait auth_wait (a minute) between attempts, but never past the
+    give-up deadline: a worker told to give up after 5 s gives up after 5 s."""
+    t = Time()
+    policy = ReconnectPolicy(jitter=0.0, auth_wait=60.0, give_up_after=5.0)
+    attempts = run(policy, AuthError("bad secret"), t)
+    assert t.sleeps == [5.0]
+    assert attempts == 2 and t.now == 5.0
 
 
 def test_max_attempts() -> None:
