@@ -2,8 +2,8 @@
 frames, redelivery and session webhooks.
 
 Threads, per running emulator: one accept loop (``websockets.sync.server``), one timer thread
-(redelivery and delayed closes), and per connection the library's reader thread, its handler
-thread (which reads acks) and one sender thread of ours. Pushes are serialised once, by the caller,
+(redelivery and delayed closes), and per connection the library's reader thread (which reads
+acks), its handler thread and one sender thread of ours. Pushes are serialised once, by the caller,
 and queued on the chosen connection's outbox; the sender thread writes them. Every piece of shared
 state is guarded by ``_gw_lock``; ``_gw_cond`` (on the same lock) wakes the ``wait_*`` helpers.
 
