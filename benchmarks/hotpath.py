@@ -69,11 +69,7 @@ def stages(raw: Sequence[bytes]) -> List[Stage]:
     route.chatbot(lambda msg, ctx: None)
     (chatbot,) = route.routes
     messages = [ChatbotMessage.from_wire(d) for d in datas]
-    contexts = [
-        Context(frame=f, message=m, api=None, redelivered=False, post=lambda url, body: {})
-        for f, m in zip(frames, messages)
-    ]
-    acks = [route.invoke(chatbot, m, c) for m, c in zip(messages, contexts)]
+    acks = [route.invoke(chatbot, m, Context(frame=f, message=m)) for f, m in zip(frames, messages)]
     writer = FrameWriter(SimpleNamespace(lock=threading.Lock()), None)
     deduper: Deduper[Any] = Deduper(MemoryDedupeStore(max_entries=len(raw) * 2))
     keys = [f"bench:msg:{m.msg_id}" for m in messages]
@@ -115,30 +111,37 @@ def stages(raw: Sequence[bytes]) -> List[Stage]:
             mid = json.loads(t)["headers"]["messageId"]
             frame(CALLBACK_ACK % mid, websocket.ABNF.OPCODE_TEXT).format()
 
+    pairs = list(zip(frames, messages))
     return [
-        ("frame JSON decode (json.loads)", lambda: [json.loads(t) for t in texts] and None),
-        ("Frame + Headers objects", lambda: [Frame.from_dict(o) for o in objs] and None),
-        ("data JSON decode", lambda: [f.json() for f in frames] and None),
-        ("ChatbotMessage object", lambda: [ChatbotMessage.from_wire(d) for d in datas] and None),
+        ("frame JSON decode (json.loads)", _each(json.loads, texts)),
+        ("Frame + Headers objects", _each(Frame.from_dict, objs)),
+        ("data JSON decode", _each(Frame.json, frames)),
+        ("ChatbotMessage object", _each(ChatbotMessage.from_wire, datas)),
         ("dedupe: claim, remember, finish", dedupe),
         (
             "Context + handler call + Ack",
-            lambda: (
-                [
-                    route.invoke(chatbot, m, Context(frame=f, message=m, api=None))
-                    for f, m in zip(frames, messages)
-                ]
-                and None
+            _each(
+                lambda fm: route.invoke(chatbot, fm[1], Context(frame=fm[0], message=fm[1])), pairs
             ),
         ),
         (
             "Ack text + websocket frame (masked)",
-            lambda: [writer._frame(a.to_wire().encode()) for a in acks] and None,
+            _each(lambda ack: writer._frame(ack.to_wire().encode()), acks),
         ),
         ("dingsync, reader's part (decode, route, queue)", reader_part),
         ("dingsync, handler thread's part (decode, dedupe, handler, ack)", handler_part),
         ("raw loop's Python work (json.loads, ack text, framing)", raw_loop),
     ]
+
+
+def _each(work: Callable[[Any], Any], items: Sequence[Any]) -> Callable[[], None]:
+    """A stage that runs ``work`` on every item."""
+
+    def stage() -> None:
+        for item in items:
+            work(item)
+
+    return stage
 
 
 def measure(stage: Callable[[], None], count: int, repeat: int) -> float:
