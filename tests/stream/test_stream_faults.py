@@ -184,7 +184,7 @@ def test_give_up_after_raises_reconnect_gave_up(
     dingtalk: FakeDingTalk, make_client: MakeClient
 ) -> None:
     """ReconnectPolicy(give_up_after=...) ends run_forever with ReconnectGaveUp, whose cause is
-    the last error (here the AuthError)."""
+    the last error (here the AuthError); the last wait is cut to the deadline."""
     fake_time = FakeTime()
     policy = dingsync.ReconnectPolicy(initial=1.0, jitter=0.0, auth_wait=10.0, give_up_after=35.0)
     bad = dingsync.Credentials(client_id=dingtalk.client_id, client_secret="wrong-secret")
@@ -200,7 +200,7 @@ def test_give_up_after_raises_reconnect_gave_up(
         client.run_forever()
     assert isinstance(info.value.__cause__, AuthError)
     assert info.value.attempts == dingtalk.count("POST", GATEWAY_OPEN_PATH) == 5
-    assert fake_time.sleeps == [10.0, 10.0, 10.0, 10.0]
+    assert fake_time.sleeps == [10.0, 10.0, 10.0, 5.0]
 
 
 def test_max_attempts_gives_up_in_the_background_thread(
