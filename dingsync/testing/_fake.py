@@ -11,6 +11,7 @@ once, in MRO order (stop in reverse).
 from __future__ import annotations
 
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -58,6 +59,7 @@ class _HttpCore:
         *,
         clock: Callable[[], float] = time.time,
         seed: Optional[int] = None,
+        ws_tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -77,6 +79,7 @@ class _HttpCore:
             hook = cls.__dict__.get("_init_state")
             if hook is not None:
                 hook(self)
+        self.ws_tls = ws_tls
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> FakeDingTalk:
@@ -374,6 +377,10 @@ def _make_handler(fake: _HttpCore, host: str) -> type[BaseHTTPRequestHandler]:
 
 class FakeDingTalk(GatewayMixin, OpenApiMixin, _HttpCore):
     """A local DingTalk: Stream gateway, OpenAPI and webhooks on 127.0.0.1.
+
+    ``ws_tls``: a server-side ``ssl.SSLContext`` makes the gateway hand out ``wss://``
+    endpoints and speak TLS on them, as DingTalk does (the HTTP APIs stay plain ``http://``);
+    point the client at the certificate with ``StreamConfig(ca_bundle=...)``.
 
     Example:
         >>> from dingsync.testing import FakeDingTalk

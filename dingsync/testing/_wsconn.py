@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -244,6 +245,7 @@ class WsConnectionsMixin:
     if TYPE_CHECKING:
         _gw_lock: threading.RLock
         _gw_cond: threading.Condition
+        ws_tls: Optional[ssl.SSLContext]
 
         def now(self) -> float: ...
 
@@ -294,6 +296,7 @@ class WsConnectionsMixin:
             max_queue=None,
             server_header=None,
             logger=_WS_LOGGER,
+            ssl=self.ws_tls,
         )
         self._ws_server = server
         self._ws_thread = threading.Thread(
@@ -321,13 +324,15 @@ class WsConnectionsMixin:
 
     @property
     def ws_endpoint(self) -> str:
-        """The ``endpoint`` handed out with tickets: ``ws://127.0.0.1:<port>/connect``."""
+        """The ``endpoint`` handed out with tickets: ``ws://127.0.0.1:<port>/connect``
+        (``wss://`` when the emulator was made with ``ws_tls``)."""
         if self._ws_server is None:
             raise RuntimeError(
                 "FakeDingTalk is not started; call start() or use it as a context manager"
             )
         port = self._ws_server.socket.getsockname()[1]
-        return f"ws://127.0.0.1:{port}/connect"
+        scheme = "wss" if self.ws_tls is not None else "ws"
+        return f"{scheme}://127.0.0.1:{port}/connect"
 
     @property
     def live_connections(self) -> List[Connection]:
