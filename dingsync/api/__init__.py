@@ -25,7 +25,7 @@ from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, NO_RETRY, HttpCore, RetryPoli
 from .cards import CardsApi, CardStream, DeliverResult, group_space, robot_space
 from .media import MediaApi, UploadedMedia
 from .notify import NotifyApi, WorkNoticeResult
-from .robot import BatchSendResult, ReadStatus, RecallResult, RobotApi
+from .robot import BatchSendResult, ConversationReadStatus, ReadStatus, RecallResult, RobotApi
 
 __all__ = [
     "ApiClient",
@@ -41,6 +41,7 @@ __all__ = [
     "BatchSendResult",
     "RecallResult",
     "ReadStatus",
+    "ConversationReadStatus",
     "DeliverResult",
     "UploadedMedia",
     "WorkNoticeResult",

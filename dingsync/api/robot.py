@@ -23,6 +23,7 @@ __all__ = [
     "RecallResult",
     "ReadStatus",
     "ReadInfo",
+    "ConversationReadStatus",
     "MAX_USERS_PER_CALL",
     "MAX_GROUP_PARAM_BYTES",
 ]
@@ -101,6 +102,17 @@ class ReadStatus:
     @property
     def read_user_ids(self) -> Tuple[str, ...]:
         return tuple(u.user_id for u in self.users if u.read_status.lower() == "read")
+
+
+@attrs.frozen(kw_only=True)
+class ConversationReadStatus:
+    """Who has read a group or private-chat message (every page, in the order DingTalk sent)."""
+
+    send_status: str
+    read_user_ids: Tuple[str, ...] = ()
+
+
+MAX_READ_PAGE = 200
 
 
 class RobotApi:
@@ -204,13 +216,43 @@ class RobotApi:
         Raises:
             ConfigurationError: the message is over the 15,000-byte limit (nothing sent).
         """
+        return self._send_to_conversation(
+            "/v1.0/robot/groupMessages/send", open_conversation_id, message, cool_app_code
+        )
+
+    def send_to_private_chat(
+        self, open_conversation_id: str, message: MessageLike, *, cool_app_code: str
+    ) -> str:
+        """Send into a 1:1 chat between two people, through the app's direct-message cool app
+        (DingTalk requires its ``coolAppCode`` there); returns the ``processQueryKey``.
+
+        Example:
+            >>> api.robot.send_to_private_chat("cidP2P==", "ping", cool_app_code="COOLAPP")  # doctest: +SKIP
+            'lGLr2W...'
+
+        Raises:
+            ConfigurationError: no ``cool_app_code``, or the message is over 15,000 bytes
+                (nothing sent).
+        """
+        _require(cool_app_code, "cool_app_code")
+        return self._send_to_conversation(
+            "/v1.0/robot/privateChatMessages/send", open_conversation_id, message, cool_app_code
+        )
+
+    def _send_to_conversation(
+        self,
+        path: str,
+        open_conversation_id: str,
+        message: MessageLike,
+        cool_app_code: Optional[str],
+    ) -> str:
         _require(open_conversation_id, "open_conversation_id")
         msg_key, msg_param = as_message(message).to_openapi()
         size = len(msg_param.encode("utf-8"))
         if size > MAX_GROUP_PARAM_BYTES:
             raise ConfigurationError(
-                f"the group message is {size} bytes; DingTalk allows {MAX_GROUP_PARAM_BYTES} "
-                "bytes of msgParam per group message"
+                f"the message is {size} bytes; DingTalk allows {MAX_GROUP_PARAM_BYTES} "
+                "bytes of msgParam per group or private-chat message"
             )
         payload: Dict[str, Any] = {
             "robotCode": self.robot_code,
@@ -220,9 +262,7 @@ class RobotApi:
         }
         if cool_app_code:
             payload["coolAppCode"] = cool_app_code
-        body = self._http.api(
-            "POST", "/v1.0/robot/groupMessages/send", json=payload, idempotent=False
-        )
+        body = self._http.api("POST", path, json=payload, idempotent=False)
         return str(body.get("processQueryKey", ""))
 
     def recall_users(self, process_query_keys: Sequence[str]) -> RecallResult:
@@ -247,10 +287,29 @@ class RobotApi:
         Example:
             >>> api.robot.recall_group("cid123==", [key])  # doctest: +SKIP
         """
+        return self._recall_in(
+            "/v1.0/robot/groupMessages/recall", open_conversation_id, process_query_keys
+        )
+
+    def recall_private_chat(
+        self, open_conversation_id: str, process_query_keys: Sequence[str]
+    ) -> RecallResult:
+        """Recall private-chat messages by their process query keys.
+
+        Example:
+            >>> api.robot.recall_private_chat("cidP2P==", [key])  # doctest: +SKIP
+        """
+        return self._recall_in(
+            "/v1.0/robot/privateChatMessages/batchRecall", open_conversation_id, process_query_keys
+        )
+
+    def _recall_in(
+        self, path: str, open_conversation_id: str, process_query_keys: Sequence[str]
+    ) -> RecallResult:
         _require(open_conversation_id, "open_conversation_id")
         body = self._http.api(
             "POST",
-            "/v1.0/robot/groupMessages/recall",
+            path,
             json={
                 "robotCode": self.robot_code,
                 "openConversationId": open_conversation_id,
@@ -282,6 +341,79 @@ class RobotApi:
             if isinstance(item, dict)
         )
         return ReadStatus(send_status=str(body.get("sendStatus", "")), users=users)
+
+    def group_read_status(
+        self,
+        process_query_key: str,
+        *,
+        open_conversation_id: Optional[str] = None,
+        page_size: int = MAX_READ_PAGE,
+    ) -> ConversationReadStatus:
+        """Who has read a ``send_to_group`` message, every page of it.
+
+        Example:
+            >>> api.robot.group_read_status(key).read_user_ids  # doctest: +SKIP
+            ('user1', 'user7')
+
+        Raises:
+            ConfigurationError: ``page_size`` outside 1..200 (nothing sent).
+        """
+        return self._read_pages(
+            "/v1.0/robot/groupMessages/query", process_query_key, open_conversation_id, page_size
+        )
+
+    def private_chat_read_status(
+        self,
+        process_query_key: str,
+        *,
+        open_conversation_id: Optional[str] = None,
+        page_size: int = MAX_READ_PAGE,
+    ) -> ConversationReadStatus:
+        """Who has read a ``send_to_private_chat`` message, every page of it.
+
+        Example:
+            >>> api.robot.private_chat_read_status(key).read_user_ids  # doctest: +SKIP
+            ('user2',)
+        """
+        return self._read_pages(
+            "/v1.0/robot/privateChatMessages/query",
+            process_query_key,
+            open_conversation_id,
+            page_size,
+        )
+
+    def _read_pages(
+        self,
+        path: str,
+        process_query_key: str,
+        open_conversation_id: Optional[str],
+        page_size: int,
+    ) -> ConversationReadStatus:
+        _require(process_query_key, "process_query_key")
+        if not isinstance(page_size, int) or not 1 <= page_size <= MAX_READ_PAGE:
+            raise ConfigurationError(
+                f"page_size must be 1..{MAX_READ_PAGE} (DingTalk's maxResults), not {page_size!r}"
+            )
+        payload: Dict[str, Any] = {
+            "robotCode": self.robot_code,
+            "processQueryKey": process_query_key,
+            "maxResults": page_size,
+        }
+        if open_conversation_id:
+            payload["openConversationId"] = open_conversation_id
+        readers: List[str] = []
+        seen_tokens = set()
+        send_status = ""
+        while True:
+            body = self._http.api("POST", path, json=payload)
+            send_status = str(body.get("sendStatus", send_status))
+            readers.extend(_strings(body.get("readUserIds")))
+            token = body.get("nextToken")
+            if not body.get("hasMore") or not token or token in seen_tokens:
+                break  # a repeated token would loop forever: what was read so far is returned
+            seen_tokens.add(token)
+            payload["nextToken"] = token
+        return ConversationReadStatus(send_status=send_status, read_user_ids=tuple(readers))
 
     def download_url(self, download_code: str) -> str:
         """The temporary URL of a file a user sent to the robot (``content.downloadCode``).

@@ -146,6 +146,68 @@ def test_read_status_of_an_unknown_key(api: ApiClient) -> None:
         api.robot.read_status("nope")
 
 
+def test_private_chat_send_recall_and_read(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """A private-chat message goes out with its cool app code, can be recalled only through
+    the private-chat recall, and its readers come back from the private-chat query."""
+    key = api.robot.send_to_private_chat("cidP2P==", m.Text("hi"), cool_app_code="COOLAPP1")
+    (sent,) = dingtalk.group_messages("cidP2P==")
+    assert (sent.kind, sent.process_query_key, sent.msg_param) == (
+        "private",
+        key,
+        {"content": "hi"},
+    )
+    dingtalk.mark_read(key, "u2")
+    assert api.robot.private_chat_read_status(key).read_user_ids == ("u2",)
+    with pytest.raises(InvalidRequest):
+        api.robot.group_read_status(key)  # not a group message
+    assert api.robot.recall_group("cidP2P==", [key]).failed == {key: "processQueryKey not found"}
+    assert api.robot.recall_private_chat("cidP2P==", [key]).succeeded == (key,)
+
+
+def test_private_chat_send_without_the_cool_app_code_is_refused_locally(
+    dingtalk: FakeDingTalk, api: ApiClient
+) -> None:
+    """DingTalk requires coolAppCode for private chats: an empty one fails before any request."""
+    with pytest.raises(ConfigurationError, match="cool_app_code"):
+        api.robot.send_to_private_chat("cidP2P==", "hi", cool_app_code="")
+    assert dingtalk.count("POST", "/v1.0/robot/privateChatMessages/send") == 0
+
+
+def test_group_read_status_follows_every_page(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """450 readers at 200 per page: three queries, every reader once, in order."""
+    key = api.robot.send_to_group("cidBIG==", "all hands")
+    readers = [f"user{i:03d}" for i in range(450)]
+    dingtalk.mark_read(key, *readers)
+    status = api.robot.group_read_status(key, open_conversation_id="cidBIG==")
+    assert status.send_status == "SUCCESS"
+    assert status.read_user_ids == tuple(sorted(readers))
+    assert dingtalk.count("POST", "/v1.0/robot/groupMessages/query") == 3
+    small = api.robot.group_read_status(key, page_size=100)
+    assert small.read_user_ids == status.read_user_ids
+    assert dingtalk.count("POST", "/v1.0/robot/groupMessages/query") == 3 + 5
+
+
+def test_a_repeated_page_token_ends_the_paging(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """A server that keeps answering hasMore with the token it was just given would page
+    forever: the paging stops at the repeat and returns what it read."""
+    page = {"sendStatus": "SUCCESS", "readUserIds": ["u1"], "hasMore": True, "nextToken": "t1"}
+    dingtalk.fail_next("POST", "/v1.0/robot/groupMessages/query", status=200, body=page, times=5)
+    status = api.robot.group_read_status("key")
+    assert status.read_user_ids == ("u1", "u1")
+    assert dingtalk.count("POST", "/v1.0/robot/groupMessages/query") == 2
+
+
+@pytest.mark.parametrize("page_size", [0, 201, "200"])
+def test_group_read_page_size_is_checked_locally(
+    dingtalk: FakeDingTalk, api: ApiClient, page_size: object
+) -> None:
+    """maxResults above 200 is DingTalk's invalidParameter.pageSize.invalid: refused before any
+    request, with the allowed range in the message."""
+    with pytest.raises(ConfigurationError, match="1..200"):
+        api.robot.group_read_status("key", page_size=page_size)  # type: ignore[arg-type]
+    assert dingtalk.count("POST", "/v1.0/robot/groupMessages/query") == 0
+
+
 # -- downloads -----------------------------------------------------------------------------------
 def test_download_url_and_download(dingtalk: FakeDingTalk, api: ApiClient, tmp_path: Path) -> None:
     """A download code resolves to a URL; the file lands complete, progress is reported."""

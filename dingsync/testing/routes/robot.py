@@ -209,7 +209,7 @@ def private_send(fake: FakeDingTalk, request: Request) -> Response:
     return _group_send(fake, request, "private")
 
 
-def _recall(fake: FakeDingTalk, request: Request, *, group: bool) -> Response:
+def _recall(fake: FakeDingTalk, request: Request, *, kind: str) -> Response:
     error, body = _authed_body(fake, request)
     if error is not None:
         return error
@@ -220,7 +220,8 @@ def _recall(fake: FakeDingTalk, request: Request, *, group: bool) -> Response:
     if not isinstance(keys, list) or not keys:
         return _bad("invalidParameter.processQueryKeys.empty", "processQueryKeys is empty")
     cid = body.get("openConversationId")
-    if group and not cid:
+    in_chat = kind != "oto"
+    if in_chat and not cid:
         return _bad("invalidParameter.openConversationId.empty", "openConversationId is empty")
     succeeded: List[str] = []
     failed: Dict[str, str] = {}
@@ -228,7 +229,11 @@ def _recall(fake: FakeDingTalk, request: Request, *, group: bool) -> Response:
         by_key = {m.process_query_key: m for m in fake.sent}
         for key in keys:
             message = by_key.get(key)
-            if message is None or (group and message.open_conversation_id != cid):
+            if (
+                message is None
+                or message.kind != kind
+                or (in_chat and message.open_conversation_id != cid)
+            ):
                 failed[str(key)] = "processQueryKey not found"
             elif message.recalled:
                 failed[str(key)] = "message already recalled"
@@ -240,12 +245,17 @@ def _recall(fake: FakeDingTalk, request: Request, *, group: bool) -> Response:
 
 @route("api", "POST", "/v1.0/robot/otoMessages/batchRecall")
 def oto_recall(fake: FakeDingTalk, request: Request) -> Response:
-    return _recall(fake, request, group=False)
+    return _recall(fake, request, kind="oto")
 
 
 @route("api", "POST", "/v1.0/robot/groupMessages/recall")
 def group_recall(fake: FakeDingTalk, request: Request) -> Response:
-    return _recall(fake, request, group=True)
+    return _recall(fake, request, kind="group")
+
+
+@route("api", "POST", "/v1.0/robot/privateChatMessages/batchRecall")
+def private_recall(fake: FakeDingTalk, request: Request) -> Response:
+    return _recall(fake, request, kind="private")
 
 
 def _find(fake: FakeDingTalk, key: Any) -> Optional[SentMessage]:
@@ -279,11 +289,21 @@ def read_status(fake: FakeDingTalk, request: Request) -> Response:
 
 @route("api", "POST", "/v1.0/robot/groupMessages/query")
 def group_query(fake: FakeDingTalk, request: Request) -> Response:
+    return _chat_query(fake, request, kind="group")
+
+
+@route("api", "POST", "/v1.0/robot/privateChatMessages/query")
+def private_query(fake: FakeDingTalk, request: Request) -> Response:
+    return _chat_query(fake, request, kind="private")
+
+
+def _chat_query(fake: FakeDingTalk, request: Request, *, kind: str) -> Response:
+    """Read status of a group or private-chat message, paged (``maxResults`` ≤ 200)."""
     error, body = _authed_body(fake, request)
     if error is not None:
         return error
     message = _find(fake, body.get("processQueryKey"))
-    if message is None or message.kind == "oto":
+    if message is None or message.kind != kind:
         return _bad("invalid.processQueryKey", "processQueryKey is invalid")
     limit = body.get("maxResults", 200)
     if not isinstance(limit, int) or not 1 <= limit <= 200:
@@ -292,12 +312,12 @@ def group_query(fake: FakeDingTalk, request: Request) -> Response:
     start = int(body.get("nextToken") or 0)
     page = readers[start : start + limit]
     more = start + limit < len(readers)
-    return json_response(
-        {
-            "sendStatus": "SUCCESS",
-            "readUserIds": page,
-            "readUsers": [{"userId": u, "unionId": f"union-{u}"} for u in page],
-            "hasMore": more,
-            "nextToken": str(start + limit) if more else "",
-        }
-    )
+    answer: Dict[str, Any] = {
+        "sendStatus": "SUCCESS",
+        "readUserIds": page,
+        "hasMore": more,
+        "nextToken": str(start + limit) if more else "",
+    }
+    if kind == "group":  # the private-chat query has no readUsers (openapi.md §3.5)
+        answer["readUsers"] = [{"userId": u, "unionId": f"union-{u}"} for u in page]
+    return json_response(answer)
