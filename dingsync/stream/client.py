@@ -590,38 +590,41 @@ class StreamClient:
         """Ack on the connection the frame came from, else on the current one.
 
         Acks from several handler threads are coalesced into one write (see
-        :meth:`Connection.send_coalesced`); acks another thread failed to write on ``conn``
-        come back here and go to the current connection too.
+        :meth:`Connection.send_coalesced`). An ack counts as sent once it is written or handed
+        to the thread that is writing; when that thread's write fails, the acks it held go to
+        the current connection, and those that cannot be sent anywhere are counted back out.
         """
         text = ack.to_wire()
         current = self._current
         if conn is not None and not conn.closed:
-            failed = conn.send_coalesced(text)
-            if not failed:
+            sent, others = conn.send_coalesced(text)
+            if sent:
                 self._count("acks_sent")
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
                         "ack %s code %d on connection #%d", ack.message_id, ack.code, conn.number
                     )
+            if others:
+                self._resend(others, away_from=conn, current=current)
+            if sent:
                 return
-            if current is None or current is conn or current.closed:
-                for _ in failed:
-                    log.warning(
-                        "no open connection to ack a message on; DingTalk may deliver it again"
-                    )
-                return
-            try:
-                failed.remove(text)
-            except ValueError:  # came back escaped (a lone surrogate): sent with the others
-                pass
-            for other in failed:  # other threads' acks, counted when they were handed in
-                try:
-                    current.send(other)
-                except ConnectionClosed:
-                    log.warning(
-                        "no open connection to ack a message on; DingTalk may deliver it again"
-                    )
         self._send_text_fallback(conn, current, text, ack)
+
+    def _resend(
+        self, texts: List[str], *, away_from: Connection, current: Optional[Connection]
+    ) -> None:
+        """Other threads' acks (counted when they were handed in) after a failed write."""
+        lost = 0
+        for text in texts:
+            try:
+                if current is None or current is away_from or current.closed:
+                    raise ConnectionClosed("no other open connection")
+                current.send(text)
+            except ConnectionClosed:
+                lost += 1
+                log.warning("no open connection to ack a message on; DingTalk may deliver it again")
+        if lost:
+            self._count("acks_sent", -lost)
 
     def _send_text_fallback(
         self, conn: Connection, current: Optional[Connection], text: str, ack: Ack

@@ -18,7 +18,18 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    NoReturn,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 from urllib.parse import quote_plus, unquote, urlsplit
 
 import attrs
@@ -570,43 +581,45 @@ class Connection:
                     f"send on connection #{self.number} failed: {type(exc).__name__}"
                 ) from exc
 
-    def send_coalesced(self, text: str) -> List[str]:
+    def send_coalesced(self, text: str) -> Tuple[bool, List[str]]:
         """Send one text frame (thread-safe), coalescing with other threads' frames: while one
         thread writes, frames handed in by others wait in an outbox, and that thread writes
         them all in one system call once its own write returns. The frame is never delayed
         by a thread that is not writing right now.
 
-        Returns the frames that could not be written because the connection closed or the
-        write failed (``text`` and any others this thread was writing), so the caller can send
-        them elsewhere; an empty list when this thread wrote them or left them to the thread
-        that is writing.
+        Returns ``(sent, others)``. ``sent`` is True when ``text`` was written, or handed to
+        the thread that is writing (which then answers for it). ``others`` holds the frames
+        other threads had handed to this one that could not be written because the
+        connection closed or the write failed, so the caller can send them elsewhere.
         """
         payload = text.encode("utf-8", "backslashreplace")
         lock = self._outbox_lock
         with lock:
             self._outbox.append(payload)
             if self._flushing:
-                return []  # the writing thread takes it on its next round
+                return True, []  # the writing thread takes it on its next round
             self._flushing = True
+        own_written = False  # the first round carries this thread's own frame
         while True:
             with lock:
                 batch = self._outbox
                 if not batch:
                     self._flushing = False
-                    return []
+                    return True, []
                 self._outbox = []
             try:
                 self._send_many(batch)
             except Exception as exc:
                 # Whatever failed, the outbox must not stay claimed by this thread, or every
-                # later ack would wait in it forever; all of them go back to the caller.
+                # later ack would wait in it forever; the others go back to the caller.
                 if not isinstance(exc, ConnectionClosed):
                     log.exception("unexpected error writing acks on connection #%d", self.number)
                 with lock:
                     batch += self._outbox
                     self._outbox = []
                     self._flushing = False
-                return [b.decode("utf-8") for b in batch]
+                return own_written, [b.decode("utf-8") for b in batch if b is not payload]
+            own_written = True
 
     def _send_many(self, payloads: List[bytes]) -> None:
         with self._send_lock:
