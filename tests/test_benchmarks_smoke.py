@@ -75,3 +75,24 @@ def test_hot_path_profile_times_every_stage() -> None:
     assert any(name.startswith("raw loop") for name in names)
     assert all(us > 0 for _, us in results), results
     assert hotpath.table(results).count("\n") == len(results) + 1
+
+
+def test_a_paired_target_is_judged_on_the_ratio_the_table_prints() -> None:
+    """With paired runs the verdict follows the median per-run ratio, not the medians: equal
+    medians but a 0.95× ratio do not meet "≥ 1.0× official"."""
+    from benchmarks._results import Row, Summary
+
+    row = Row(
+        "1",
+        "Throughput",
+        "msgs/s",
+        dingsync=Summary([100.0, 100.0, 100.0]),
+        official=Summary([90.0, 100.0, 110.0]),
+        ratios=[1.05, 0.95, 0.9],
+        check=lambda d, o: d >= o,
+    )
+    assert row.ratio == 0.95 and row.met is False
+    unpaired = Row(
+        "1", "x", "s", dingsync=Summary([1.0]), official=Summary([2.0]), check=lambda d, o: d <= o
+    )
+    assert unpaired.met is True
