@@ -565,21 +565,7 @@ class Connection:
         """
         # A lone surrogate (from a "\ud800" escape in a frame, echoed in its ack) has no UTF-8
         # form; it can only sit inside a JSON string, where its \uXXXX escape means the same.
-        payload = text.encode("utf-8", "backslashreplace")
-        with self._send_lock:
-            if self._closed:
-                raise ConnectionClosed(f"connection #{self.number} is closed")
-            try:
-                if self._writer is not None:
-                    self._writer.send_text(payload)
-                else:
-                    self._ws.send(payload, websocket.ABNF.OPCODE_TEXT)
-            except (websocket.WebSocketException, OSError) as exc:
-                # A partial write leaves the stream unusable: stop using this socket.
-                self._closed = True
-                raise ConnectionClosed(
-                    f"send on connection #{self.number} failed: {type(exc).__name__}"
-                ) from exc
+        self._send_many([text.encode("utf-8", "backslashreplace")])
 
     def send_coalesced(self, text: str) -> Tuple[bool, List[str]]:
         """Send one text frame (thread-safe), coalescing with other threads' frames: while one
@@ -632,6 +618,7 @@ class Connection:
                     for payload in payloads:
                         self._ws.send(payload, websocket.ABNF.OPCODE_TEXT)
             except (websocket.WebSocketException, OSError) as exc:
+                # A partial write leaves the stream unusable: stop using this socket.
                 self._closed = True
                 raise ConnectionClosed(
                     f"send on connection #{self.number} failed: {type(exc).__name__}"
