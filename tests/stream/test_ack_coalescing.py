@@ -46,13 +46,22 @@ def _conn(ws: _BlockingWs) -> Connection:
     return Connection(ws, number=1, endpoint="wss://gw")
 
 
+def _writing(
+    conn: Connection, ws: _BlockingWs, text: str
+) -> Tuple[threading.Thread, List[Tuple[bool, List[str]]]]:
+    """Start a thread that sends ``text`` and returns once it is inside its (blocked) write;
+    its result lands in the returned list."""
+    results: List[Tuple[bool, List[str]]] = []
+    writer = threading.Thread(target=lambda: results.append(conn.send_coalesced(text)))
+    writer.start()
+    assert ws.entered.wait(5)
+    return writer, results
+
+
 def test_acks_handed_in_during_a_write_go_out_with_the_next_one() -> None:
     ws = _BlockingWs()
     conn = _conn(ws)
-    results: List[Tuple[bool, List[str]]] = []
-    writer = threading.Thread(target=lambda: results.append(conn.send_coalesced("a")))
-    writer.start()
-    assert ws.entered.wait(5)
+    writer, results = _writing(conn, ws, "a")
     # The writer is inside its write: these return at once and leave their acks to it.
     assert conn.send_coalesced("b") == (True, [])
     assert conn.send_coalesced("c") == (True, [])
@@ -69,10 +78,7 @@ def test_a_failed_write_returns_every_ack_it_held() -> None:
     handed to it."""
     ws = _BlockingWs(fail=True)
     conn = _conn(ws)
-    results: List[Tuple[bool, List[str]]] = []
-    writer = threading.Thread(target=lambda: results.append(conn.send_coalesced("a")))
-    writer.start()
-    assert ws.entered.wait(5)
+    writer, results = _writing(conn, ws, "a")
     assert conn.send_coalesced("b") == (True, [])
     ws.release.set()
     writer.join(5)
@@ -86,9 +92,7 @@ def test_a_failed_write_returns_every_ack_it_held() -> None:
 def test_close_waits_for_a_write_in_progress() -> None:
     ws = _BlockingWs()
     conn = _conn(ws)
-    writer = threading.Thread(target=conn.send_coalesced, args=("a",))
-    writer.start()
-    assert ws.entered.wait(5)
+    writer, _ = _writing(conn, ws, "a")
     assert conn.send_coalesced("b") == (True, [])
     threading.Timer(0.05, ws.release.set).start()
     conn.close(timeout=5)
@@ -129,10 +133,7 @@ def test_a_later_failed_round_keeps_the_writers_own_ack_sent() -> None:
     second, failed write come back, so nothing is sent twice."""
     ws = _FailsSecondWs()
     conn = _conn(ws)
-    results: List[Tuple[bool, List[str]]] = []
-    writer = threading.Thread(target=lambda: results.append(conn.send_coalesced("a")))
-    writer.start()
-    assert ws.entered.wait(5)
+    writer, results = _writing(conn, ws, "a")
     assert conn.send_coalesced("b") == (True, [])
     ws.release.set()
     writer.join(5)
