@@ -185,6 +185,21 @@ class _WsConnection(ServerConnection):
         self.socket.sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
+def _writable(conn: Connection, pushes: List[Push]) -> List[str]:
+    """The wire texts of ``pushes`` up to the first one ``conn`` may not get now (it stalled or
+    is closing, or is draining and the push is not a SYSTEM frame or addressed to it)."""
+    texts: List[str] = []
+    for push in pushes:
+        if (
+            conn.stalled
+            or conn._closing
+            or (conn.draining and push.type != "SYSTEM" and push.target is not conn)
+        ):
+            break
+        texts.append(push.text.replace(_CONN_PLACEHOLDER, conn.id) if push.templated else push.text)
+    return texts
+
+
 def _message_of(opcode: Opcode, data: bytes) -> Union[str, bytes, None]:
     """A text frame's str (None when it is not UTF-8), a binary frame's bytes."""
     if opcode is not Opcode.TEXT:
@@ -494,20 +509,10 @@ class WsConnectionsMixin:
         cid = conn.id
         sent = 0
         broken = False
-        while sent < len(batch) and not broken:
+        while sent < len(batch):
             # Up to _WRITE_AT_ONCE frames per write; a failed write sends its frames elsewhere
             # (a client may then see one twice, as after a real redelivery, never zero times).
-            texts: List[str] = []
-            for push in batch[sent : sent + _WRITE_AT_ONCE]:
-                if (
-                    conn.stalled
-                    or conn._closing
-                    or (conn.draining and push.type != "SYSTEM" and push.target is not conn)
-                ):
-                    break
-                texts.append(
-                    push.text.replace(_CONN_PLACEHOLDER, cid) if push.templated else push.text
-                )
+            texts = _writable(conn, batch[sent : sent + _WRITE_AT_ONCE])
             if not texts:
                 break
             try:
@@ -516,8 +521,8 @@ class WsConnectionsMixin:
                 broken = True
                 break
             sent += len(texts)
-            if len(texts) < _WRITE_AT_ONCE and sent < len(batch):
-                break  # stopped by the checks above
+            if len(texts) < _WRITE_AT_ONCE:
+                break  # a stall, close or drain stopped it, or the batch is done
         cpu = time.thread_time() - cpu0
         finished = time.perf_counter()
         with self._gw_lock:
