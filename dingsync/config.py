@@ -241,10 +241,13 @@ class StreamConfig:
     """Settings of :class:`dingsync.StreamClient`.
 
     Args:
-        concurrency: handler threads at most; frames beyond ``concurrency + max_pending``
-            make the reader wait (backpressure) instead of queueing without bound. Two
-            threads start with the first frames; the others only when the running handlers
-            have finished nothing for 10 ms while frames wait (handlers that block).
+        concurrency: handlers running at once, at most; frames beyond
+            ``concurrency + max_pending`` make the reader wait (backpressure) instead of
+            queueing without bound. While no handler thread is busy the reader runs a handler
+            itself (a burst of quick messages then stays on one thread), and another thread
+            reads while that handler blocks. Handler threads start as needed: two at first,
+            the others when the running handlers have finished nothing for 10 ms while frames
+            wait. ``concurrency=1`` runs every handler on one handler thread, in order.
         max_pending: frames read and waiting for a handler thread.
         ping_interval: seconds between websocket pings sent by the client; by default
             ``min(10, dead_after / 2.5)``.

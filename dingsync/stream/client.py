@@ -5,10 +5,14 @@ Threads (DESIGN §4):
 - the reader (``run_forever``'s caller, or ``dingsync-reader`` after ``start()``) opens a
   ticket and a websocket, reads frames, answers SYSTEM ping inline and hands every other frame
   to the handler pool; it is the only thread that connects, so reconnects never race;
-- ``dingsync-handler-N`` (a :class:`~dingsync.stream.workers.HandlerPool` of ``concurrency``)
-  run handlers and send acks; at most ``concurrency + max_pending`` frames are queued or
-  running, beyond that the reader waits (backpressure). ``dingsync-handler-monitor`` starts
-  threads beyond the first two when the running handlers block;
+- the reader also runs handlers itself while no handler thread is busy (with concurrency > 1),
+  so a burst of quick messages costs no thread hand-off per frame; when such a handler blocks,
+  ``dingsync-standby`` reads in its place (``standby.py``);
+- ``dingsync-handler-N`` (a :class:`~dingsync.stream.workers.HandlerPool` of ``concurrency``
+  threads, one fewer when the reader runs handlers too) run handlers and send acks; at most
+  ``concurrency + max_pending`` frames are queued or running, beyond that the reader waits
+  (backpressure). ``dingsync-handler-monitor`` starts threads beyond the first two when the
+  running handlers block;
 - ``dingsync-keepalive`` pings and runs the watchdog;
 - ``dingsync-reader-retiring`` drains a connection after SYSTEM disconnect, while the reader
   already reads its replacement.
@@ -40,6 +44,7 @@ from ..routing import AckPolicy, Route, Router
 from .connection import Connection, Connector, message_id_of, open_connection, origin_stamp
 from .dedupe import NEW, PROCESSING, Claim, Deduper, DedupeStore, MemoryDedupeStore
 from .liveness import Keepalive, RetiringReader, StreamStats, assess, is_dead, make_before_break
+from .standby import Rescue, Standby
 from .workers import HandlerPool
 
 if TYPE_CHECKING:
@@ -116,11 +121,18 @@ class StreamClient:
         self._retiring: List[RetiringReader] = []
         self._numbers = itertools.count(1)
         self._healthy_session = False
+        # With concurrency > 1 the reader runs a handler itself while no handler thread is
+        # busy (a burst then costs no thread hand-off per frame; see standby.py), so the pool
+        # keeps one thread fewer: never more than `concurrency` handlers run at once. With
+        # concurrency 1 every handler runs on the one handler thread, in order.
+        self._inline_allowed = self.config.concurrency > 1
         self._pool = HandlerPool(
             self._work,
-            threads=self.config.concurrency,
-            capacity=self.config.concurrency + self.config.max_pending,
+            threads=self.config.concurrency - self._inline_allowed,
+            capacity=self.config.concurrency + self.config.max_pending - self._inline_allowed,
         )
+        self._standby = Standby(self._read_for_reader)
+        self._inline = False  # the reader is running a handler itself
         self._keepalive: Optional[Keepalive] = None
         self._http: Optional[requests.Session] = None
         self._poster: Optional[WebhookPoster] = None
@@ -220,6 +232,14 @@ class StreamClient:
             "dingsync-handler"
         ):
             return  # the reader (or a handler) cannot wait for itself to finish
+        if self._hard and self._inline:
+            # The reader is inside a handler and cannot be waited for. Cut the connection
+            # (DingTalk delivers the unacked frames again); the reader finishes stopping when
+            # that handler returns.
+            conn = self._current
+            if conn is not None:
+                conn.abort("hard stop")
+            return
         if not self._done.wait(timeout):
             log.warning("stop(): the client did not finish within %gs", timeout)
 
@@ -252,7 +272,7 @@ class StreamClient:
         with self._lock:
             counters = dict(self._counters)
             conn = self._current
-        counters["in_flight"] = self._pool.in_flight
+        counters["in_flight"] = self._pool.in_flight + self._inline
         if conn is not None and conn.last_alive is not None:
             earlier = counters["last_alive_at"]
             counters["last_alive_at"] = max(earlier or 0.0, conn.last_alive)
@@ -391,6 +411,7 @@ class StreamClient:
             connector=self._connector,
             clock=self._clock,
         )
+        conn.on_acks_lost = self._acks_lost
         with self._lock:
             if self._counters["connections_opened"] and not planned:
                 self._counters["reconnects"] += 1
@@ -453,8 +474,7 @@ class StreamClient:
         if conn.gateway_id is None and frame.headers.connection_id:
             conn.gateway_id = frame.headers.connection_id
             log.info("connection #%d is gateway connection %s", conn.number, conn.gateway_id)
-        self._submit(frame, conn)
-        return None
+        return self._submit(frame, conn)
 
     def _system(self, frame: Frame, conn: Connection) -> Optional[Connection]:
         if frame.topic == Topic.PING:
@@ -488,17 +508,61 @@ class StreamClient:
         return new
 
     # -- handing frames to the pool ------------------------------------------------------
-    def _submit(self, frame: Frame, conn: Connection) -> None:
+    def _submit(self, frame: Frame, conn: Connection) -> Optional[Connection]:
+        """Run the frame's handler: on the reader itself while no handler thread is busy (the
+        reader only: never a retiring reader or the stand-in), else on the handler threads.
+        Returns the connection to read next when the stand-in met a SYSTEM disconnect."""
         route = self.router.route_for(frame)
         if route is None:
             self._send_ack(conn, self.router.not_found(frame))
-            return
+            return None
         if route.ack == AckPolicy.RECEIPT:
             self._send_ack(conn, route.receipt_ack(frame.message_id))
         job = (frame, route, conn)
         pool = self._pool
+        if (
+            self._inline_allowed
+            and not pool.in_flight
+            and threading.get_ident() == self._reader_ident
+            and not self._stopping.is_set()
+        ):
+            return self._run_inline(job, conn)
         if not pool.put_nowait(job) and not pool.closed:
             self._wait_for_room(job, conn)
+        return None
+
+    def _run_inline(
+        self, job: Tuple[Frame, Route, Connection], conn: Connection
+    ) -> Optional[Connection]:
+        standby = self._standby
+        self._inline = True
+        standby.begin(conn)
+        try:
+            self._work(job)
+        finally:
+            self._inline = False
+            rescue = standby.end()
+        if rescue is None:
+            return None
+        if rescue.error is not None:
+            raise rescue.error  # as if the reader's own read had failed
+        return rescue.replacement
+
+    def _read_for_reader(self, conn: Connection, still_blocked: Callable[[], bool]) -> Rescue:
+        """On the stand-in, while a handler run by the reader blocks: read ``conn`` in its
+        place, handing every frame to the handler threads."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("a handler blocks the reader; reading connection #%d meanwhile", conn.number)
+        rescue = Rescue()
+        stopping = self._stopping.is_set
+        while still_blocked() and not stopping():
+            raw = conn.recv()
+            if raw is None:
+                continue
+            rescue.replacement = self._handle_raw(raw, conn)
+            if rescue.replacement is not None:
+                break  # the reader reads the replacement; a retiring reader drains this one
+        return rescue
 
     def _wait_for_room(self, job: Tuple[Frame, Route, Connection], conn: Connection) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -597,7 +661,14 @@ class StreamClient:
         text = ack.to_wire()
         current = self._current
         if conn is not None and not conn.closed:
-            sent, others = conn.send_coalesced(text)
+            # The reader's own acks wait for its next read, to go out together; not after a
+            # handler that blocked, when the stand-in is reading and the reader waits for it.
+            hold = (
+                self._inline
+                and threading.get_ident() == self._reader_ident
+                and not self._standby.rescuing
+            )
+            sent, others = conn.send_coalesced(text, hold=hold)
             if sent:
                 self._count("acks_sent")
                 if log.isEnabledFor(logging.DEBUG):
@@ -609,6 +680,9 @@ class StreamClient:
             if sent:
                 return
         self._send_text_fallback(conn, current, text, ack)
+
+    def _acks_lost(self, count: int) -> None:
+        self._count("acks_sent", -count)
 
     def _resend(
         self, texts: List[str], *, away_from: Connection, current: Optional[Connection]
@@ -653,6 +727,7 @@ class StreamClient:
         try:
             self._drain()
             self._pool.close()
+            self._standby.close()
             with self._lock:
                 retiring, self._retiring = self._retiring, []
             for reader in retiring:

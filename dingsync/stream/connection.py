@@ -46,6 +46,8 @@ from ..errors import (
 )
 from .wsread import fast_reader_for, fast_writer_for
 
+_HOLD_AT_MOST = 64  # held acks beyond this are written at once (about 10 KiB)
+
 __all__ = [
     "Ticket",
     "Connection",
@@ -469,9 +471,14 @@ class Connection:
         self.retiring = False
         self.gateway_id: Optional[str] = None
         self.close_reason: Optional[str] = None
+        # Told how many held acks were counted as sent but could not be written.
+        self.on_acks_lost: Optional[Callable[[int], None]] = None
         # Large reads and frames parsed from a buffer, for a real websocket-client socket.
         self._reader = fast_reader_for(ws)
         self._writer = fast_writer_for(ws) if self._reader is not None else None
+        if self._reader is not None:
+            # The buffered frames are read: held acks go out before the socket is read again.
+            self._reader.before_fill = self._flush_if_held
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "retiring" if self.retiring else "open"
@@ -499,6 +506,8 @@ class Connection:
             ConnectionClosed: the server closed the connection or the network dropped it.
         """
         reader = self._reader
+        if reader is None and self._outbox:
+            self._flush_held()  # about to wait for the network: held acks go out first
         if reader is not None:
             try:
                 opcode, data = reader.read()
@@ -543,6 +552,21 @@ class Connection:
         self.last_alive = self._clock()  # ping or pong: the peer is alive
         return None
 
+    def _flush_if_held(self) -> None:
+        if self._outbox:
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        unwritten = self.flush()
+        if unwritten:
+            if self.on_acks_lost is not None:
+                self.on_acks_lost(len(unwritten))
+            log.warning(
+                "connection #%d failed with %d ack(s) unwritten; DingTalk may deliver them again",
+                self.number,
+                len(unwritten),
+            )
+
     def _closed_by_peer(self, data: bytes) -> NoReturn:
         code, reason = _close_status(data)
         self._closed = True
@@ -567,11 +591,15 @@ class Connection:
         # form; it can only sit inside a JSON string, where its \uXXXX escape means the same.
         self._send_many([text.encode("utf-8", "backslashreplace")])
 
-    def send_coalesced(self, text: str) -> Tuple[bool, List[str]]:
+    def send_coalesced(self, text: str, *, hold: bool = False) -> Tuple[bool, List[str]]:
         """Send one text frame (thread-safe), coalescing with other threads' frames: while one
         thread writes, frames handed in by others wait in an outbox, and that thread writes
         them all in one system call once its own write returns. The frame is never delayed
         by a thread that is not writing right now.
+
+        ``hold=True`` (the reader, acking a frame it handled itself) leaves the frame in the
+        outbox when nobody is writing: the reader's next :meth:`recv` writes everything held
+        before it waits for the network, so a burst's acks leave in a few writes.
 
         Returns ``(sent, others)``. ``sent`` is True when ``text`` was written, or handed to
         the thread that is writing (which then answers for it). ``others`` holds the frames
@@ -582,9 +610,24 @@ class Connection:
         lock = self._outbox_lock
         with lock:
             self._outbox.append(payload)
-            if self._flushing:
-                return True, []  # the writing thread takes it on its next round
+            if self._flushing or (hold and len(self._outbox) < _HOLD_AT_MOST):
+                return True, []  # the writing thread, or the reader's next recv(), sends it
             self._flushing = True
+        return self._flush_outbox(payload)
+
+    def flush(self) -> List[str]:
+        """Write the frames held in the outbox, unless another thread is writing (it writes
+        them). Returns the frames that could not be written (the connection failed)."""
+        with self._outbox_lock:
+            if self._flushing or not self._outbox:
+                return []
+            self._flushing = True
+        return self._flush_outbox(None)[1]
+
+    def _flush_outbox(self, payload: Optional[bytes]) -> Tuple[bool, List[str]]:
+        """Write the outbox until it is empty (this thread holds ``_flushing``); ``payload``
+        is the caller's own frame, in the first round."""
+        lock = self._outbox_lock
         own_written = False  # the first round carries this thread's own frame
         while True:
             with lock:
@@ -655,6 +698,8 @@ class Connection:
         it, because websocket-client reads the socket while waiting. Acks another thread is
         still writing (see :meth:`send_coalesced`) go out first, within ``timeout``."""
         deadline = time.monotonic() + timeout
+        if not self._closed:
+            self._flush_held()
         while self._flushing and not self._closed and time.monotonic() < deadline:
             time.sleep(0.0005)
         with self._send_lock:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import websocket
 
@@ -42,9 +42,11 @@ class FrameReader:
         OSError: the socket failed.
     """
 
-    __slots__ = ("_ws", "_recv", "_buf", "_pos", "_parts", "_first")
+    __slots__ = ("_ws", "_recv", "_buf", "_pos", "_parts", "_first", "before_fill")
 
     def __init__(self, ws: Any, sock: Any) -> None:
+        # Called when every buffered frame has been read, before reading the socket again.
+        self.before_fill: Optional[Callable[[], None]] = None
         self._ws = ws
         self._recv = sock.recv
         self._buf = b""
@@ -57,6 +59,8 @@ class FrameReader:
         while True:
             frame = self._next_frame()
             if frame is None:
+                if self.before_fill is not None:
+                    self.before_fill()
                 self._fill()
                 continue
             fin, opcode, payload = frame
@@ -145,7 +149,7 @@ class FrameReader:
         if avail < 2:
             return 2 - avail
         length = buf[pos + 1] & 0x7F
-        extra = {126: 2, 127: 8}.get(length, 0)
+        extra = 2 if length == 126 else 8 if length == 127 else 0
         if avail < 2 + extra:
             return 2 + extra - avail
         if extra:

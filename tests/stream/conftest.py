@@ -10,6 +10,8 @@ import pytest
 import dingsync
 from dingsync.testing import FakeDingTalk
 
+from ._ticks import Ticks
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 #: Fast settings: faults are noticed within a fraction of a second, backoff is tiny.
@@ -51,3 +53,11 @@ def make_client(dingtalk: FakeDingTalk) -> Iterator[MakeClient]:
     yield make
     for client in clients:
         client.stop(timeout=2.0, drain=False)
+
+
+@pytest.fixture
+def ticks() -> Iterator[Ticks]:
+    """A sleep the test releases tick by tick (see _ticks.py); freed at teardown."""
+    ticks = Ticks()
+    yield ticks
+    ticks.free()

@@ -150,7 +150,7 @@ class _StubConn:
         self.last_alive = None
         self.sent: List[str] = []
 
-    def send_coalesced(self, text: str) -> Tuple[bool, List[str]]:
+    def send_coalesced(self, text: str, *, hold: bool = False) -> Tuple[bool, List[str]]:
         self.closed = True
         return False, ["other-thread-ack"]
 

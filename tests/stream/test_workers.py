@@ -8,46 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterator, List
+from typing import Callable, List
 
 import pytest
 
 from dingsync.stream.workers import HandlerPool
 
-WAIT = 10.0
-
-
-class Ticks:
-    """A sleep for the monitor that returns only when the test calls :meth:`tick`."""
-
-    def __init__(self) -> None:
-        self._sleeping = threading.Semaphore(0)
-        self._go = threading.Semaphore(0)
-        self._free = False
-        self.slept: List[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self._sleeping.release()
-        if not self._free:
-            self._go.acquire()
-
-    def free(self) -> None:
-        """From now on sleep() returns at once (the end of a test: the monitor may finish)."""
-        self._free = True
-        self._go.release()
-
-    def wait_asleep(self) -> None:
-        assert self._sleeping.acquire(timeout=WAIT), "the monitor never went to sleep"
-
-    def wake(self) -> None:
-        """Let the sleeping monitor check the pool once."""
-        self._go.release()
-
-    def tick(self) -> None:
-        """Let the sleeping monitor check the pool once; returns when it sleeps again."""
-        self.wake()
-        self.wait_asleep()
+from ._ticks import WAIT, Ticks
 
 
 class Jobs:
@@ -88,13 +55,6 @@ def drain(pool: HandlerPool) -> None:
     deadline = time.monotonic() + WAIT
     while not pool.wait_idle(0.1):
         assert time.monotonic() < deadline, f"{pool.in_flight} jobs still in flight"
-
-
-@pytest.fixture
-def ticks() -> Iterator[Ticks]:
-    ticks = Ticks()
-    yield ticks
-    ticks.free()
 
 
 def make_pool(jobs: Jobs, ticks: Ticks, *, threads: int, eager: int) -> HandlerPool:

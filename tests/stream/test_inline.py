@@ -1,0 +1,159 @@
+"""Handlers on the reader: quick ones run there, a blocking one never stops the reading.
+
+While no handler thread is busy the reader runs a handler itself; when that handler blocks, the
+stand-in reads in its place (dingsync/stream/standby.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import List
+
+import dingsync
+from dingsync.testing import FakeDingTalk
+
+from .conftest import MakeClient
+
+WAIT = 10.0
+
+
+def blocking_route(release: threading.Event, names: List[str]) -> dingsync.Router:
+    """Messages whose text starts with "block" wait for ``release``; the rest return at once.
+    Each handler records the name of the thread it ran on."""
+    route = dingsync.Router()
+
+    @route.chatbot
+    def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> str:
+        names.append(f"{msg.text}@{threading.current_thread().name}")
+        if msg.text.startswith("block"):
+            assert release.wait(WAIT)
+        return msg.text
+
+    return route
+
+
+def test_quick_handlers_run_on_the_reader(dingtalk: FakeDingTalk, make_client: MakeClient) -> None:
+    """A burst of quick messages is handled on the reader itself, one after another."""
+    names: List[str] = []
+    make_client(blocking_route(threading.Event(), names), concurrency=4)
+    dingtalk.wait_for_acks(dingtalk.push_many(200), timeout=WAIT)
+    assert len(names) == 200
+    assert {n.split("@")[1] for n in names} == {"dingsync-reader"}
+    assert dingtalk.violations == []
+
+
+def test_a_blocked_handler_on_the_reader_does_not_stop_reading(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """While a handler blocks the reader, the stand-in reads: later messages are handled on
+    the handler threads and acked, and a ping is answered; the blocked one is acked when it
+    returns."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4)
+    try:
+        blocked = dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        assert names == ["block me@dingsync-reader"]
+        quick = [dingtalk.push_chatbot(f"quick {i}") for i in range(5)]
+        ping = dingtalk.ping()
+        dingtalk.wait_for_acks(quick + [ping], timeout=WAIT)
+        assert dingtalk.pongs[-1].matched
+        assert all(n.split("@")[1].startswith("dingsync-handler-") for n in names[1:])
+        assert client.stats.in_flight == 1
+        assert not any(a["headers"]["messageId"] == blocked for a in dingtalk.acks)
+    finally:
+        release.set()
+    dingtalk.wait_for_ack(blocked, timeout=WAIT)
+    after = dingtalk.push_chatbot("after")
+    dingtalk.wait_for_ack(after, timeout=WAIT)
+    assert dingtalk.violations == []
+
+
+def test_concurrency_bounds_the_reader_and_the_threads_together(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """concurrency=3: the reader's blocked handler plus two handler threads, never a fourth
+    handler at once."""
+    release = threading.Event()
+    names: List[str] = []
+    make_client(blocking_route(release, names), concurrency=3)
+    try:
+        mids = [dingtalk.push_chatbot(f"block {i}") for i in range(6)]
+        dingtalk.wait_until(lambda: len(names) == 3, WAIT)
+        threading.Event().wait(0.2)  # a fourth handler would start now if it could
+        assert len(names) == 3
+    finally:
+        release.set()
+    dingtalk.wait_for_acks(mids, timeout=WAIT)
+
+
+def test_concurrency_one_keeps_every_handler_on_the_handler_thread(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """concurrency=1 means one handler at a time, in order, on dingsync-handler-1."""
+    names: List[str] = []
+    make_client(blocking_route(threading.Event(), names), concurrency=1)
+    mids = [dingtalk.push_chatbot(f"m{i}") for i in range(20)]
+    dingtalk.wait_for_acks(mids, timeout=WAIT)
+    assert [n.split("@")[0] for n in names] == [f"m{i}" for i in range(20)]
+    assert {n.split("@")[1] for n in names} == {"dingsync-handler-1"}
+
+
+def test_a_disconnect_read_by_the_stand_in_moves_the_reader_to_the_new_connection(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """SYSTEM disconnect arrives while the reader's handler blocks: the stand-in opens the
+    replacement, and once the handler returns the reader reads the new connection."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4)
+    blocked = dingtalk.push_chatbot("block me")
+    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+    dingtalk.disconnect(close_after=5.0)
+    dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
+    release.set()
+    dingtalk.wait_for_ack(blocked, timeout=WAIT)
+    new = dingtalk.connections[1]
+    mids = dingtalk.push_many(20, connection=new)
+    dingtalk.wait_for_acks(mids, timeout=WAIT)
+    assert client.stats.reconnects == 0  # planned: make-before-break, not a reconnect
+    assert dingtalk.violations == []
+
+
+def test_a_drop_met_by_the_stand_in_makes_the_reader_reconnect(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """The connection drops while the stand-in reads: the reader reconnects once its handler
+    returns, and the messages that follow are handled."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4)
+    dingtalk.push_chatbot("block me")
+    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+    threading.Event().wait(0.1)  # the stand-in is reading by now
+    dingtalk.drop()
+    release.set()
+    dingtalk.wait_for_connections(1, timeout=WAIT)
+    dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
+    mid = dingtalk.push_chatbot("after the drop")
+    dingtalk.wait_for_ack(mid, timeout=WAIT)
+    assert client.stats.reconnects == 1
+
+
+def test_the_ack_of_a_handler_that_blocked_the_reader_is_not_held_back(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """The reader's acks normally wait for its next read; after a blocking handler, while the
+    stand-in reads, the ack goes out at once, not after the stand-in's read times out (5 s)."""
+    release = threading.Event()
+    names: List[str] = []
+    make_client(blocking_route(release, names), concurrency=4, recv_timeout=5.0, dead_after=20.0)
+    blocked = dingtalk.push_chatbot("block me")
+    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+    threading.Event().wait(0.1)  # the stand-in is reading by now
+    release.set()
+    started = time.monotonic()
+    dingtalk.wait_for_ack(blocked, timeout=WAIT)
+    assert time.monotonic() - started < 0.5
