@@ -556,13 +556,49 @@ class StreamClient:
         rescue = Rescue()
         stopping = self._stopping.is_set
         while still_blocked() and not stopping():
-            raw = conn.recv()
+            try:
+                raw = conn.recv()
+            except ConnectionClosed as exc:
+                # The reader may stay in that handler for long: receiving must not wait for
+                # it, so the stand-in connects again in its place.
+                replacement = self._reconnect_for_reader(conn, exc, still_blocked)
+                if replacement is None:
+                    rescue.error = exc  # the reader reconnects, as after its own failed read
+                    break
+                conn = rescue.replacement = replacement
+                continue
             if raw is None:
                 continue
-            rescue.replacement = self._handle_raw(raw, conn)
-            if rescue.replacement is not None:
+            replacement = self._handle_raw(raw, conn)
+            if replacement is not None:
+                rescue.replacement = replacement
                 break  # the reader reads the replacement; a retiring reader drains this one
         return rescue
+
+    def _reconnect_for_reader(
+        self, dead: Connection, error: BaseException, still_blocked: Callable[[], bool]
+    ) -> Optional[Connection]:
+        """Open a new connection while the reader is held in a handler, with the reconnect
+        policy's waits; None once the handler returns (the reader takes over) or on stop."""
+        log.warning("%s; reconnecting while a handler holds the reader", error)
+        self._drop_current(dead)
+        policy = self.config.reconnect
+        failures = 0
+        while still_blocked() and not self._stopping.is_set():
+            try:
+                return self._open(planned=False)
+            except _RETRY_ON as exc:
+                failures += 1
+                wait = policy.delay(failures, auth=isinstance(exc, AuthError))
+                self._announce_retry(exc, failures, wait)
+                deadline = time.monotonic() + wait
+                # In slices: the reader waits for this thread once its handler returns.
+                while still_blocked() and not self._stopping.wait(
+                    min(0.1, deadline - time.monotonic())
+                ):
+                    if time.monotonic() >= deadline:
+                        break
+        return None
 
     def _wait_for_room(self, job: Tuple[Frame, Route, Connection], conn: Connection) -> None:
         if log.isEnabledFor(logging.DEBUG):

@@ -11,6 +11,7 @@ import time
 from typing import List
 
 import dingsync
+from dingsync.stream.connection import GATEWAY_OPEN_PATH
 from dingsync.testing import FakeDingTalk
 
 from .conftest import MakeClient
@@ -122,24 +123,29 @@ def test_a_disconnect_read_by_the_stand_in_moves_the_reader_to_the_new_connectio
     assert dingtalk.violations == []
 
 
-def test_a_drop_met_by_the_stand_in_makes_the_reader_reconnect(
+def test_a_drop_met_by_the_stand_in_is_reconnected_without_waiting_for_the_handler(
     dingtalk: FakeDingTalk, make_client: MakeClient
 ) -> None:
-    """The connection drops while the stand-in reads: the reader reconnects once its handler
-    returns, and the messages that follow are handled."""
+    """The connection drops while a handler holds the reader: the stand-in connects again at
+    once and messages keep being handled; the reader takes the new connection over when its
+    handler returns."""
     release = threading.Event()
     names: List[str] = []
     client = make_client(blocking_route(release, names), concurrency=4)
-    dingtalk.push_chatbot("block me")
-    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
-    threading.Event().wait(0.1)  # the stand-in is reading by now
-    dingtalk.drop()
-    release.set()
-    dingtalk.wait_for_connections(1, timeout=WAIT)
-    dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
-    mid = dingtalk.push_chatbot("after the drop")
-    dingtalk.wait_for_ack(mid, timeout=WAIT)
-    assert client.stats.reconnects == 1
+    try:
+        dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        threading.Event().wait(0.1)  # the stand-in is reading by now
+        dingtalk.drop()
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
+        during = dingtalk.push_chatbot("while the handler blocks")
+        dingtalk.wait_for_ack(during, timeout=WAIT)
+        assert not release.is_set()
+    finally:
+        release.set()
+    after = dingtalk.push_chatbot("after the handler")
+    dingtalk.wait_for_ack(after, timeout=WAIT)
+    assert client.stats.reconnects == 1 and len(dingtalk.connections) == 2
 
 
 def test_the_ack_of_a_handler_that_blocked_the_reader_is_not_held_back(
@@ -157,3 +163,27 @@ def test_the_ack_of_a_handler_that_blocked_the_reader_is_not_held_back(
     started = time.monotonic()
     dingtalk.wait_for_ack(blocked, timeout=WAIT)
     assert time.monotonic() - started < 0.5
+
+
+def test_the_stand_in_retries_a_failing_gateway_while_the_handler_blocks(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """After the drop the gateway refuses three times: the stand-in waits and tries again, as
+    the reconnect policy says, and gets through before the handler returns."""
+    release = threading.Event()
+    names: List[str] = []
+    make_client(blocking_route(release, names), concurrency=4)
+    try:
+        dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        threading.Event().wait(0.1)
+        dingtalk.fail_next("POST", GATEWAY_OPEN_PATH, status=503, times=3)
+        dingtalk.drop()
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
+        assert (
+            dingtalk.count("POST", GATEWAY_OPEN_PATH) == 5
+        )  # the first, three refused, the new one
+        during = dingtalk.push_chatbot("while the handler blocks")
+        dingtalk.wait_for_ack(during, timeout=WAIT)
+    finally:
+        release.set()
