@@ -7,8 +7,8 @@ handler thread is busy, the reader runs the handler itself. A handler may block,
 call), and reading must go on: pings answered, other frames handled, the connection watched.
 The stand-in thread notices when one handler run on the reader has lasted ``after`` seconds,
 then reads the connection in the reader's place and hands what it reads to the handler threads,
-until that handler returns. The reader then waits for the stand-in's last read to end (at most
-``recv_timeout``) and reads again.
+until that handler returns; if the connection fails meanwhile, it connects again. The reader
+then waits for the stand-in's last read to end (at most ``recv_timeout``) and reads again.
 
 When no handler has run on the reader for a whole period, the stand-in sleeps until the next
 one, so an idle client costs no wake-ups.
@@ -31,8 +31,10 @@ __all__ = ["Standby", "Rescue"]
 class Rescue:
     """What the stand-in met while it read in the reader's place."""
 
-    replacement: Optional[Connection] = None  # a SYSTEM disconnect moved reading here
-    error: Optional[BaseException] = None  # reading failed (the connection closed ...)
+    # The connection to read next: the replacement after a SYSTEM disconnect, or the one the
+    # stand-in opened after the old one failed.
+    replacement: Optional[Connection] = None
+    error: Optional[BaseException] = None  # reading failed and no new connection was made
 
 
 #: ``read_for(conn, still_blocked)``: read ``conn`` while ``still_blocked()``, as the reader.
