@@ -571,8 +571,9 @@ class StreamClient:
                 continue
             replacement = self._handle_raw(raw, conn)
             if replacement is not None:
-                rescue.replacement = replacement
-                break  # the reader reads the replacement; a retiring reader drains this one
+                # A retiring reader drains the old one; the stand-in reads the replacement
+                # until the handler returns, then the reader takes it over.
+                conn = rescue.replacement = replacement
         return rescue
 
     def _reconnect_for_reader(

@@ -72,6 +72,7 @@ class Standby:
         self._run = 0  # runs begun so far; the reader is the only writer
         self._conn: Optional[Connection] = None  # the running handler's connection, or None
         self._rescuing = False
+        self._rescued = 0  # the last run the stand-in read for
         self._rescue: Optional[Rescue] = None
         self._wake = threading.Event()
         self._idle = True  # the stand-in sleeps until the next run begins
@@ -120,6 +121,11 @@ class Standby:
             with self._lock:
                 if conn is None or self._run != seen or self._conn is not conn:
                     continue  # that run ended, or it began during the period: look again
+                if self._rescued == seen:
+                    # Rescued once already: it ended only because the run is ending (or on
+                    # stop). Another would read a connection the reader has left.
+                    continue
+                self._rescued = seen
                 self._rescuing = True
             self._read_in_place(conn, seen)
 

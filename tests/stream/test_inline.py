@@ -187,3 +187,35 @@ def test_the_stand_in_retries_a_failing_gateway_while_the_handler_blocks(
         dingtalk.wait_for_ack(during, timeout=WAIT)
     finally:
         release.set()
+
+
+def test_the_stand_in_reads_the_replacement_while_the_handler_still_blocks(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """SYSTEM disconnect while the reader's handler blocks, and the old connection closes
+    before that handler returns: the stand-in goes on reading the replacement (messages pushed
+    to it are handled meanwhile), opens nothing more, and the reader adopts it. No connection is
+    left open that nobody reads."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4)
+    try:
+        blocked = dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        threading.Event().wait(0.1)  # the stand-in is reading by now
+        old = dingtalk.connections[0]
+        dingtalk.disconnect(close_after=0.2)
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 2 and not old.alive, WAIT)
+        new = dingtalk.connections[1]
+        during = dingtalk.push_many(5, connection=new)
+        dingtalk.wait_for_acks(during, timeout=WAIT)
+        threading.Event().wait(0.2)  # a second rescue of the old connection would start now
+        assert not release.is_set()
+    finally:
+        release.set()
+    dingtalk.wait_for_ack(blocked, timeout=WAIT)
+    after = dingtalk.push_many(5, connection=new)
+    dingtalk.wait_for_acks(after, timeout=WAIT)
+    assert [c.alive for c in dingtalk.connections] == [False, True]
+    assert client.stats.reconnects == 0
+    assert dingtalk.violations == []

@@ -106,3 +106,20 @@ def test_an_idle_stand_in_wakes_for_the_next_run(ticks: Ticks) -> None:
     assert reads.reading.wait(WAIT) and reads.calls == ["conn-2"]
     standby.end()
     standby.close()
+
+
+def test_a_run_is_read_for_once_and_what_was_met_is_kept(ticks: Ticks) -> None:
+    """The stand-in's read ended (the connection failed) while the run goes on: the stand-in
+    does not read for that run again, so what it met reaches end() unchanged."""
+    reads = Reads(fail=True)
+    standby = make(reads, ticks)
+    standby.begin("conn-1")  # type: ignore[arg-type]
+    ticks.wait_asleep()
+    ticks.wake()
+    assert reads.reading.wait(WAIT)
+    for _ in range(3):  # three more periods of the same run
+        ticks.tick()
+    assert reads.calls == ["conn-1"]
+    rescue = standby.end()
+    assert rescue is not None and isinstance(rescue.error, ConnectionError)
+    standby.close()
