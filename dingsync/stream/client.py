@@ -233,15 +233,21 @@ class StreamClient:
         ):
             return  # the reader (or a handler) cannot wait for itself to finish
         if self._hard and self._inline:
-            # The reader is inside a handler and cannot be waited for. Cut the connection
-            # (DingTalk delivers the unacked frames again); the reader finishes stopping when
-            # that handler returns.
-            conn = self._current
-            if conn is not None:
-                conn.abort("hard stop")
+            self._abort_under_handler("hard stop")
             return
         if not self._done.wait(timeout):
             log.warning("stop(): the client did not finish within %gs", timeout)
+            if self._inline:
+                self._abort_under_handler(f"stop() timed out after {timeout:g}s")
+
+    def _abort_under_handler(self, reason: str) -> None:
+        # The reader is inside a handler and cannot be waited for, and nothing reads the
+        # connection while stopping. Cut it, so DingTalk sends new pushes to other
+        # connections and delivers the unacked ones again; the reader finishes stopping when
+        # that handler returns.
+        conn = self._current
+        if conn is not None:
+            conn.abort(reason)
 
     def __enter__(self) -> StreamClient:
         return self.start()

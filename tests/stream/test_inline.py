@@ -219,3 +219,26 @@ def test_the_stand_in_reads_the_replacement_while_the_handler_still_blocks(
     assert [c.alive for c in dingtalk.connections] == [False, True]
     assert client.stats.reconnects == 0
     assert dingtalk.violations == []
+
+
+def test_a_stop_that_times_out_under_a_handler_on_the_reader_leaves_no_connection_open(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """stop(timeout) while the reader's handler is stuck: after the timeout the connection is
+    cut, so no push goes to a connection nobody reads; the stuck message is not acked (the
+    gateway delivers it again)."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4)
+    try:
+        blocked = dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        started = time.monotonic()
+        client.stop(timeout=0.3)
+        assert time.monotonic() - started < 2.0
+        # At once, not when the watchdog would notice the silence (dead_after=5).
+        dingtalk.wait_until(lambda: not dingtalk.live_connections, 2.0)
+    finally:
+        release.set()
+    dingtalk.wait_until(lambda: client.health()[1]["state"] == "stopped", WAIT)
+    assert not any(a["headers"]["messageId"] == blocked for a in dingtalk.acks)
