@@ -13,7 +13,8 @@ from typing import Any, Dict, List
 class BenchContext:
     quick: bool = False
     runs: int = 5
-    throughput_runs: int = 7  # the noisiest figure, and its ratios matter most
+    throughput_runs: int = 5
+    throughput_cycles: int = 4  # interleaved bursts per client and run: the noisiest figure
     log_dir: Path = Path("benchmarks/results/logs")
     verbose: bool = True
     # figure sizes (run.py fills them from the mode; tests shrink them)

@@ -45,7 +45,7 @@ METHOD = HERE / "README.md"
 def make_context(quick: bool, runs: Optional[int], log_dir: Path) -> BenchContext:
     ctx = BenchContext(quick=quick, log_dir=log_dir)
     if quick:
-        ctx.runs = ctx.throughput_runs = 2
+        ctx.runs = ctx.throughput_runs = ctx.throughput_cycles = 2
         ctx.reconnect_seconds = 5.0
         ctx.reconnect_runs = 1
         ctx.zombie_runs = 1
@@ -71,7 +71,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--runs",
         type=int,
         default=None,
-        help="runs per figure (default 5, throughput 7; quick 2)",
+        help="runs per figure (default 5; quick 2)",
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=None,
+        help="throughput bursts per client and run, interleaved (default 4; quick 2)",
     )
     parser.add_argument("--frames", type=int, default=None, help="throughput frames (default 5000)")
     parser.add_argument(
@@ -102,6 +108,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ctx = make_context(args.quick, args.runs, log_dir)
     if args.frames is not None:
         ctx.frames = args.frames
+    if args.cycles is not None:
+        ctx.throughput_cycles = args.cycles
     ctx.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
