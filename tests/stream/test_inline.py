@@ -242,3 +242,30 @@ def test_a_stop_that_times_out_under_a_handler_on_the_reader_leaves_no_connectio
         release.set()
     dingtalk.wait_until(lambda: client.health()[1]["state"] == "stopped", WAIT)
     assert not any(a["headers"]["messageId"] == blocked for a in dingtalk.acks)
+
+
+def test_a_zombie_connection_is_replaced_while_a_handler_holds_the_reader(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """The connection stalls (no frames, no pongs) while the reader's handler blocks: the
+    watchdog cuts it, the stand-in connects again, and messages are handled before the handler
+    returns; the reader then carries on with the new connection."""
+    release = threading.Event()
+    names: List[str] = []
+    client = make_client(blocking_route(release, names), concurrency=4, dead_after=1.0)
+    try:
+        blocked = dingtalk.push_chatbot("block me")
+        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+        dingtalk.stall()
+        dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
+        during = dingtalk.push_chatbot("while the handler blocks")
+        dingtalk.wait_for_ack(during, timeout=WAIT)
+        assert not release.is_set()
+    finally:
+        release.set()
+    dingtalk.wait_for_ack(blocked, timeout=WAIT)  # on the new connection: the old one is cut
+    after = dingtalk.push_chatbot("after the handler")
+    dingtalk.wait_for_ack(after, timeout=WAIT)
+    dingtalk.resume()  # the stalled side reads again, and finds the connection closed
+    dingtalk.wait_until(lambda: [c.alive for c in dingtalk.connections] == [False, True], WAIT)
+    assert client.stats.reconnects == 1
