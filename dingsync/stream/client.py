@@ -611,6 +611,7 @@ class StreamClient:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("all handler slots busy; the reader waits (backpressure)")
         conn.paused = True  # the silence that follows is ours, not the network's
+        conn.flush_held()  # the reader's held acks must not wait for a free handler thread
         try:
             # A hard stop while waiting (or a closed pool): no ack, DingTalk redelivers.
             while not self._pool.put(job, self.config.recv_timeout):

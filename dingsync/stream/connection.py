@@ -478,7 +478,7 @@ class Connection:
         self._writer = fast_writer_for(ws) if self._reader is not None else None
         if self._reader is not None:
             # The buffered frames are read: held acks go out before the socket is read again.
-            self._reader.before_fill = self._flush_if_held
+            self._reader.before_fill = self.flush_held
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "retiring" if self.retiring else "open"
@@ -506,8 +506,8 @@ class Connection:
             ConnectionClosed: the server closed the connection or the network dropped it.
         """
         reader = self._reader
-        if reader is None and self._outbox:
-            self._flush_held()  # about to wait for the network: held acks go out first
+        if reader is None:
+            self.flush_held()  # about to wait for the network: held acks go out first
         if reader is not None:
             try:
                 opcode, data = reader.read()
@@ -552,11 +552,11 @@ class Connection:
         self.last_alive = self._clock()  # ping or pong: the peer is alive
         return None
 
-    def _flush_if_held(self) -> None:
-        if self._outbox:
-            self._flush_held()
-
-    def _flush_held(self) -> None:
+    def flush_held(self) -> None:
+        """Write now the acks held back for the reader (``send_coalesced(hold=True)``); those
+        a failed connection could not take are reported to ``on_acks_lost``."""
+        if not self._outbox:
+            return
         unwritten = self.flush()
         if unwritten:
             if self.on_acks_lost is not None:
@@ -699,7 +699,7 @@ class Connection:
         still writing (see :meth:`send_coalesced`) go out first, within ``timeout``."""
         deadline = time.monotonic() + timeout
         if not self._closed:
-            self._flush_held()
+            self.flush_held()
         while self._flushing and not self._closed and time.monotonic() < deadline:
             time.sleep(0.0005)
         with self._send_lock:

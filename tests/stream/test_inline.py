@@ -269,3 +269,25 @@ def test_a_zombie_connection_is_replaced_while_a_handler_holds_the_reader(
     dingtalk.resume()  # the stalled side reads again, and finds the connection closed
     dingtalk.wait_until(lambda: [c.alive for c in dingtalk.connections] == [False, True], WAIT)
     assert client.stats.reconnects == 1
+
+
+def test_held_acks_go_out_while_the_frames_behind_them_wait_for_a_handler_thread(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """The reader holds the ack of a quick message for its next socket read. When the frames
+    read with it then wait for a handler thread (every slot taken by blocked handlers), that
+    ack goes out at once, not when a handler returns."""
+    release = threading.Event()
+    names: List[str] = []
+    # concurrency 2, max_pending 0: the reader plus one handler thread, no queue.
+    make_client(blocking_route(release, names), concurrency=2, max_pending=0)
+    try:
+        frames = dingtalk.prepare_chatbot(1, text="quick")
+        frames += dingtalk.prepare_chatbot(3, text="block {i}")
+        quick, *blocked = dingtalk.push_many(frames)  # written in one go: read in one go
+        dingtalk.wait_until(lambda: len(names) == 3, WAIT)  # quick, then two blocked handlers
+        # Well before the blocked handlers give up waiting (WAIT), which would flush it too.
+        dingtalk.wait_for_ack(quick, timeout=2.0)
+    finally:
+        release.set()
+    dingtalk.wait_for_acks(blocked, timeout=WAIT)
