@@ -4,10 +4,12 @@ Threads (DESIGN §4):
 
 - the reader (``run_forever``'s caller, or ``dingsync-reader`` after ``start()``) opens a
   ticket and a websocket, reads frames, answers SYSTEM ping inline and hands every other frame
-  to the handler pool; it is the only thread that connects, so reconnects never race;
+  to the handler pool;
 - the reader also runs handlers itself while no handler thread is busy (with concurrency > 1),
   so a burst of quick messages costs no thread hand-off per frame; when such a handler blocks,
-  ``dingsync-standby`` reads in its place (``standby.py``);
+  ``dingsync-standby`` reads (and if need be reconnects) in its place (``standby.py``). The
+  reader waits for the stand-in to stop before it reads again, so one thread at a time reads
+  and connects, and reconnects never race;
 - ``dingsync-handler-N`` (a :class:`~dingsync.stream.workers.HandlerPool` of ``concurrency``
   threads, one fewer when the reader runs handlers too) run handlers and send acks; at most
   ``concurrency + max_pending`` frames are queued or running, beyond that the reader waits
