@@ -166,6 +166,10 @@ def test_group_read_query_pages(dingtalk: FakeDingTalk) -> None:
     assert rest.json()["readUserIds"] == ["c"] and not rest.json()["hasMore"]
     too_many = post(dingtalk, "/v1.0/robot/groupMessages/query", {**query, "maxResults": 201})
     assert too_many.json()["code"] == "invalidParameter.pageSize.invalid"
+    for foreign in ("not-a-token", 3, "٣"):  # another service's token, a number, a non-ASCII digit
+        answer = post(dingtalk, "/v1.0/robot/groupMessages/query", {**query, "nextToken": foreign})
+        assert answer.status_code == 400, foreign
+        assert answer.json()["code"] == "invalidParameter.param.invalid"
 
 
 def test_card_values_must_be_strings(dingtalk: FakeDingTalk) -> None:

@@ -308,8 +308,12 @@ def _chat_query(fake: FakeDingTalk, request: Request, *, kind: str) -> Response:
     limit = body.get("maxResults", 200)
     if not isinstance(limit, int) or not 1 <= limit <= 200:
         return _bad("invalidParameter.pageSize.invalid", "maxResults must be 1..200")
+    token = body.get("nextToken") or "0"
+    if not isinstance(token, str) or not token.isascii() or not token.isdigit():
+        # Only tokens this emulator handed out are valid: a 400 like any bad parameter.
+        return _bad("invalidParameter.param.invalid", "nextToken is invalid")
     readers = sorted(fake._read.get(message.process_query_key, {}))
-    start = int(body.get("nextToken") or 0)
+    start = int(token)
     page = readers[start : start + limit]
     more = start + limit < len(readers)
     answer: Dict[str, Any] = {
