@@ -744,7 +744,7 @@ class StreamClient:
                 lost += 1
                 log.warning("no open connection to ack a message on; DingTalk may deliver it again")
         if lost:
-            self._count("acks_sent", -lost)
+            self._acks_lost(lost)
 
     def _send_text_fallback(
         self, conn: Connection, current: Optional[Connection], text: str, ack: Ack

@@ -506,9 +506,7 @@ class Connection:
             ConnectionClosed: the server closed the connection or the network dropped it.
         """
         reader = self._reader
-        if reader is None:
-            self.flush_held()  # about to wait for the network: held acks go out first
-        if reader is not None:
+        if reader is not None:  # it flushes held acks itself, before it reads the socket
             try:
                 opcode, data = reader.read()
             except socket.timeout:
@@ -533,6 +531,7 @@ class Connection:
                 self._closed_by_peer(data)
             self.last_alive = self._clock()  # ping or pong: the peer is alive
             return None
+        self.flush_held()  # about to wait for the network: held acks go out first
         try:
             opcode, frame = self._ws.recv_data_frame(True)
         except (websocket.WebSocketTimeoutException, socket.timeout):
