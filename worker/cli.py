@@ -10,9 +10,10 @@ The command is the application, so it alone configures logging; the library only
 nothing but dingsync's public API, like any other program would.
 
 Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
-stream client fails for good (``--give-up-after`` passed without a connection), when handlers are still running once ``--grace`` is over, or on a
-hard stop by a second SIGTERM; 130 on a hard stop by a second SIGINT; 2 for a usage error (bad
-APP, missing credentials, bad option value).
+stream client fails for good (``--give-up-after`` passed without a connection), when handlers
+are still running once ``--grace`` is over, or on a hard stop by a second SIGTERM; 130 on a
+hard stop by a second SIGINT; 2 for a usage error (bad APP, missing credentials, bad option
+value).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ handler, one sender thread per connection, and the connection faults (stall, dro
 Per connection there are the library's reader thread, which hands each whole ack straight to
 ``_on_client_frame`` (``_WsConnection.process_event``), its handler thread (``_ws_handler``: the
 connection's lifetime, and the rare fragmented message) and one sender thread of ours
-(``_sender_loop``), which writes the connection's outbox up to 64 frames per system call. What goes into an outbox is decided by
-the routing in ``_gateway.py``; all shared state is guarded by the gateway's ``_gw_lock``.
+(``_sender_loop``), which writes the connection's outbox up to 64 frames per system call.
+What goes into an outbox is decided by the routing in ``_gateway.py``; all shared state is
+guarded by the gateway's ``_gw_lock``.
 """
 
 from __future__ import annotations
