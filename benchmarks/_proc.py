@@ -12,8 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Dict, List, Mapping, Optional, Sequence
+from typing import IO, Dict, Iterator, List, Mapping, Optional, Sequence
+
+from ._emulator import BenchError
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -122,6 +125,14 @@ class ClientProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @contextmanager
+    def blamed(self) -> Iterator[None]:
+        """A :class:`BenchError` raised inside names this client and ends with its log."""
+        try:
+            yield
+        except BenchError as exc:
+            raise BenchError(f"{self.kind}: {exc}\n--- client log ---\n{self.tail()}") from None
 
     def tail(self, lines: int = 20) -> str:
         """The end of the client's log, for error messages."""

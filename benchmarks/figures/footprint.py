@@ -75,10 +75,8 @@ def import_offenders(statement: str, top: int = 10) -> Tuple[float, List[Tuple[s
 
 def idle_rss(ctx: BenchContext, kind: str, tag: str) -> float:
     with Gateway() as gw, ClientProcess(kind, gw.env(), ctx.log_path(f"{tag}-{kind}")) as client:
-        try:
+        with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
-        except BenchError as exc:
-            raise BenchError(f"{kind}: {exc}\n{client.tail()}") from None
         time.sleep(3.0)
         return client.rss() / MiB
 
@@ -87,7 +85,7 @@ def rss_growth(ctx: BenchContext, kind: str, tag: str) -> Dict[str, Any]:
     total = ctx.growth_messages
     chunk = min(10_000, total)
     with Gateway() as gw, ClientProcess(kind, gw.env(), ctx.log_path(f"{tag}-{kind}")) as client:
-        try:
+        with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
             gw.burst(10_000).wait_acked(timeout=120)  # fills bounded caches (dedupe LRU: 10k)
             time.sleep(1.0)
@@ -101,8 +99,6 @@ def rss_growth(ctx: BenchContext, kind: str, tag: str) -> Dict[str, Any]:
                 trace.append(client.rss() / MiB)
             time.sleep(1.0)
             after = client.rss() / MiB
-        except BenchError as exc:
-            raise BenchError(f"{kind}: {exc}\n{client.tail()}") from None
     return {"before": before, "after": after, "growth": after - before, "trace": trace}
 
 

@@ -51,7 +51,7 @@ def _push_steadily(
 def measure(ctx: BenchContext, kind: str, scenario: str, tag: str) -> Dict[str, float]:
     duration = ctx.reconnect_seconds
     with Gateway() as gw, ClientProcess(kind, gw.env(), ctx.log_path(f"{tag}-{kind}")) as client:
-        try:
+        with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
             fake = gw.fake
             first = fake.live_connections[-1]
@@ -65,8 +65,6 @@ def measure(ctx: BenchContext, kind: str, scenario: str, tag: str) -> Dict[str, 
             mids = [m for m, _ in pushed]
             wait_until(lambda: all(gw.acked(m) for m in mids), timeout=15.0, interval=0.05)
             wait_until(lambda: len(fake.connections) > 1, timeout=1.0)
-        except BenchError as exc:
-            raise BenchError(f"{kind}: {exc}\n--- client log ---\n{client.tail()}") from None
         later = [c for c in fake.connections if c is not first and c.opened_at >= fault_at]
         if not later:
             raise BenchError(f"{kind}: never reconnected after {scenario}\n{client.tail()}")

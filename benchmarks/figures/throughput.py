@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Dict, List, Optional, Tuple
 
 from .._context import BenchContext
-from .._emulator import BenchError, Gateway
+from .._emulator import Gateway
 from .._proc import ClientProcess
 from .._results import Row, Summary, summarize
 
@@ -51,13 +51,11 @@ def start_all(ctx: BenchContext, stack: ExitStack, tag: str) -> Live:
         gw = stack.enter_context(Gateway())
         log = ctx.log_path(f"{tag}-{kind}")
         live[kind] = gw, stack.enter_context(ClientProcess(kind, gw.env(), log))
-    for kind, (gw, client) in live.items():
-        try:
+    for gw, client in live.values():
+        with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
             if ctx.warmup:
                 gw.burst(ctx.warmup).wait_acked(timeout=30)
-        except BenchError as exc:
-            raise BenchError(f"{kind}: {exc}\n--- client log ---\n{client.tail()}") from None
     return live
 
 
@@ -75,12 +73,8 @@ def collect(
                 turn = (run * cycles + cycle) % len(ctx.clients)
                 for kind in ctx.clients[turn:] + ctx.clients[:turn]:
                     gw, client = live[kind]
-                    try:
+                    with client.blamed():
                         sample = measure(gw, client, frames)
-                    except BenchError as exc:
-                        raise BenchError(
-                            f"{kind}: {exc}\n--- client log ---\n{client.tail()}"
-                        ) from None
                     samples[kind].append(sample)
                     ctx.log(
                         f"{label} run {run + 1}/{runs} cycle {cycle + 1}/{cycles} {kind:8s} "

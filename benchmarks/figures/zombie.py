@@ -13,7 +13,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from .._context import BenchContext
-from .._emulator import BenchError, Gateway, wait_until
+from .._emulator import Gateway, wait_until
 from .._proc import ClientProcess
 from .._results import Row, summarize
 
@@ -28,10 +28,8 @@ def measure(ctx: BenchContext, kind: str, dead_after: Optional[float], tag: str)
             kind, gw.env(), ctx.log_path(f"{tag}-{kind}"), args, max_seconds=limit + 60
         ) as client,
     ):
-        try:
+        with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
-        except BenchError as exc:
-            raise BenchError(f"{kind}: {exc}\n--- client log ---\n{client.tail()}") from None
         time.sleep(1.0)  # a settled, healthy connection first
         fake = gw.fake
         zombie = fake.stall()
