@@ -34,12 +34,17 @@ def blocking_route(release: threading.Event, names: List[str]) -> dingsync.Route
     return route
 
 
-def wait_for_stand_in(client: dingsync.StreamClient) -> None:
-    """Until the stand-in reads in the reader's place (white box: no public signal exists)."""
+def hold_the_reader(dingtalk: FakeDingTalk, client: dingsync.StreamClient, names: List[str]) -> str:
+    """Push a message whose handler blocks (see blocking_route), wait until it runs on the
+    reader and the stand-in reads in the reader's place; returns its message id."""
+    mid = dingtalk.push_chatbot("block me")
+    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
+    # White box: no public signal says the stand-in is reading.
     deadline = time.monotonic() + WAIT
     while not client._standby.rescuing:
         assert time.monotonic() < deadline, "the stand-in never started reading"
         time.sleep(0.001)
+    return mid
 
 
 def test_quick_handlers_run_on_the_reader(dingtalk: FakeDingTalk, make_client: MakeClient) -> None:
@@ -141,9 +146,7 @@ def test_a_drop_met_by_the_stand_in_is_reconnected_without_waiting_for_the_handl
     names: List[str] = []
     client = make_client(blocking_route(release, names), concurrency=4)
     try:
-        dingtalk.push_chatbot("block me")
-        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
-        wait_for_stand_in(client)
+        hold_the_reader(dingtalk, client, names)
         dingtalk.drop()
         dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
         during = dingtalk.push_chatbot("while the handler blocks")
@@ -166,9 +169,7 @@ def test_the_ack_of_a_handler_that_blocked_the_reader_is_not_held_back(
     client = make_client(
         blocking_route(release, names), concurrency=4, recv_timeout=5.0, dead_after=20.0
     )
-    blocked = dingtalk.push_chatbot("block me")
-    dingtalk.wait_until(lambda: len(names) == 1, WAIT)
-    wait_for_stand_in(client)
+    blocked = hold_the_reader(dingtalk, client, names)
     release.set()
     started = time.monotonic()
     dingtalk.wait_for_ack(blocked, timeout=WAIT)
@@ -184,9 +185,7 @@ def test_the_stand_in_retries_a_failing_gateway_while_the_handler_blocks(
     names: List[str] = []
     client = make_client(blocking_route(release, names), concurrency=4)
     try:
-        dingtalk.push_chatbot("block me")
-        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
-        wait_for_stand_in(client)
+        hold_the_reader(dingtalk, client, names)
         dingtalk.fail_next("POST", GATEWAY_OPEN_PATH, status=503, times=3)
         dingtalk.drop()
         dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, WAIT)
@@ -210,9 +209,7 @@ def test_the_stand_in_reads_the_replacement_while_the_handler_still_blocks(
     names: List[str] = []
     client = make_client(blocking_route(release, names), concurrency=4)
     try:
-        blocked = dingtalk.push_chatbot("block me")
-        dingtalk.wait_until(lambda: len(names) == 1, WAIT)
-        wait_for_stand_in(client)
+        blocked = hold_the_reader(dingtalk, client, names)
         old = dingtalk.connections[0]
         dingtalk.disconnect(close_after=0.2)
         dingtalk.wait_until(lambda: len(dingtalk.connections) == 2 and not old.alive, WAIT)

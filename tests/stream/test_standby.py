@@ -38,6 +38,14 @@ def make(reads: Reads, ticks: Ticks) -> Standby:
     return Standby(reads, after=0.01, sleep=ticks.sleep, name="t-standby")
 
 
+def rescue_after_a_period(standby: Standby, reads: Reads, ticks: Ticks, conn: str) -> None:
+    """Begin a run on ``conn`` and let a whole period pass: the stand-in starts reading."""
+    standby.begin(conn)  # type: ignore[arg-type]
+    ticks.wait_asleep()
+    ticks.wake()
+    assert reads.reading.wait(WAIT)
+
+
 def in_thread(fn: Callable[[], Any]) -> Tuple[threading.Thread, List[Any]]:
     out: List[Any] = []
     thread = threading.Thread(target=lambda: out.append(fn()))
@@ -65,10 +73,7 @@ def test_a_run_that_lasts_a_period_is_read_for_until_it_ends(ticks: Ticks) -> No
     rescue = Rescue(replacement="conn-2")  # type: ignore[arg-type]
     reads = Reads(rescue)
     standby = make(reads, ticks)
-    standby.begin("conn-1")  # type: ignore[arg-type]
-    ticks.wait_asleep()
-    ticks.wake()
-    assert reads.reading.wait(WAIT)
+    rescue_after_a_period(standby, reads, ticks, "conn-1")
     assert reads.calls == ["conn-1"] and standby.rescuing
     ender, out = in_thread(standby.end)
     ender.join(WAIT)
@@ -81,10 +86,7 @@ def test_an_error_while_reading_goes_to_the_reader(ticks: Ticks) -> None:
     """If reading fails (the connection dropped), end() hands the error over to the reader."""
     reads = Reads(fail=True)
     standby = make(reads, ticks)
-    standby.begin("conn-1")  # type: ignore[arg-type]
-    ticks.wait_asleep()
-    ticks.wake()
-    assert reads.reading.wait(WAIT)
+    rescue_after_a_period(standby, reads, ticks, "conn-1")
     rescue = standby.end()
     assert rescue is not None and isinstance(rescue.error, ConnectionError)
     standby.close()
@@ -100,10 +102,8 @@ def test_an_idle_stand_in_wakes_for_the_next_run(ticks: Ticks) -> None:
     ticks.wake()  # no new run: idle
     threading.Event().wait(0.05)
     assert ticks.calls == 1
-    standby.begin("conn-2")  # type: ignore[arg-type]
-    ticks.wait_asleep()
-    ticks.wake()
-    assert reads.reading.wait(WAIT) and reads.calls == ["conn-2"]
+    rescue_after_a_period(standby, reads, ticks, "conn-2")
+    assert reads.calls == ["conn-2"]
     standby.end()
     standby.close()
 
@@ -113,10 +113,7 @@ def test_a_run_is_read_for_once_and_what_was_met_is_kept(ticks: Ticks) -> None:
     does not read for that run again, so what it met reaches end() unchanged."""
     reads = Reads(fail=True)
     standby = make(reads, ticks)
-    standby.begin("conn-1")  # type: ignore[arg-type]
-    ticks.wait_asleep()
-    ticks.wake()
-    assert reads.reading.wait(WAIT)
+    rescue_after_a_period(standby, reads, ticks, "conn-1")
     for _ in range(3):  # three more periods of the same run
         ticks.tick()
     assert reads.calls == ["conn-1"]
