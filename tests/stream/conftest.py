@@ -15,7 +15,7 @@ from ._ticks import Ticks
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 #: Fast settings: faults are noticed within a fraction of a second, backoff is tiny.
-FAST = dict(recv_timeout=0.05, open_timeout=5.0, dead_after=5.0, disconnect_grace=5.0)
+FAST = dict(open_timeout=5.0, dead_after=5.0, disconnect_grace=5.0)
 FAST_RECONNECT = dingsync.ReconnectPolicy(initial=0.05, max=0.2, jitter=0.0, auth_wait=0.05)
 
 MakeClient = Callable[..., dingsync.StreamClient]

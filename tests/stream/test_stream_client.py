@@ -363,7 +363,7 @@ def test_lifecycle_context_manager_stats_and_health(dingtalk: FakeDingTalk) -> N
         dingtalk.credentials,
         route,
         endpoints=dingtalk.endpoints,
-        config=dingsync.StreamConfig(recv_timeout=0.05),
+        config=dingsync.StreamConfig(),
     )
     assert client.health()[0] is False
     with client:
