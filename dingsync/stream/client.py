@@ -27,33 +27,22 @@ is up; then the connections close.
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
-
-import attrs
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..config import Credentials, Endpoints, StreamConfig
-from ..context import Context, WebhookPoster
-from ..dedupe import NEW, PROCESSING, Claim, Deduper, DedupeStore, MemoryDedupeStore
-from ..errors import (
-    AuthError,
-    ConnectionClosed,
-    DingSyncError,
-    GatewayOpenError,
-    ProtocolError,
-    ReconnectGaveUp,
-    StreamError,
-    TransportError,
-)
-from ..frames import Ack, Frame, FrameType, Topic
-from ..routing import AckPolicy, Route, Router
+from ..context import WebhookPoster
+from ..dedupe import Deduper, DedupeStore, MemoryDedupeStore
+from ..errors import StreamError
+from ..frames import Ack
+from ..routing import Router
 from .connection import Connection
-from .gateway import Connector, open_connection, origin_stamp
-from .liveness import Keepalive, StreamStats, assess
+from .gateway import Connector
+from .jobs import Jobs
+from .liveness import Counters, Keepalive, StreamStats, assess
+from .reader import Reader
 from .workers import HandlerPool
 
 if TYPE_CHECKING:
@@ -64,11 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamClient", "StreamStats"]
 
 log = logging.getLogger("dingsync.stream")
-
-# Failures worth another connection attempt; anything else is a bug and propagates.
-_RETRY_ON = (TransportError, GatewayOpenError, ConnectionClosed, AuthError)
-
-_Job = Tuple[Frame, Route, Connection]
 
 
 class StreamClient:
@@ -116,48 +100,56 @@ class StreamClient:
             if dedupe is not None
             else MemoryDedupeStore(ttl=config.dedupe_ttl, max_entries=config.dedupe_max_entries)
         )
-        self._deduper: Deduper[Tuple[Connection, str]] = Deduper(self.dedupe)
         self._owns_api = api is None
         self.api = api if api is not None else self._default_api()
         self._clock = clock
-        self._sleep = sleep
-        self._connector = connector
         self._lock = threading.Lock()
-        self._counters: Dict[str, Any] = attrs.asdict(StreamStats())  # some are computed
         self._state = "new"
         self._thread: Optional[threading.Thread] = None
         self._reader_ident: Optional[int] = None
-        self._connections: List[Connection] = []  # open: the current one and retiring ones
-        self._current: Optional[Connection] = None
-        self._retiring_readers: List[threading.Thread] = []
-        self._numbers = itertools.count(1)
-        self._healthy = False  # the current session delivered a frame
-        self._ever_connected = False
-        self._first_attempt = threading.Event()  # start() waits for it
-        self._first_failure: Optional[BaseException] = None
         self._stopping = threading.Event()  # no more intake
         self._hard = False  # handlers not started yet are skipped; connections are cut
         self._deadline: Optional[float] = None  # of the drain, on self._clock
         self._drained = threading.Event()  # the keepalive ended the drain
         self._done = threading.Event()  # run_forever has returned
+        self._counters = Counters()
+        self._jobs = Jobs(
+            router,
+            Deduper(self.dedupe),
+            client_id=credentials.client_id,
+            api=self.api,
+            poster=None,  # set when the HTTP session exists
+            send_ack=self._send_ack,
+            count=self._counters.add,
+            skip=lambda: self._hard,
+        )
         self._pool = HandlerPool(
-            self._job,
+            self._jobs.run,
             size=config.concurrency,
             capacity=config.concurrency + config.max_pending,
             on_idle=self._on_idle,
         )
+        self._reader = Reader(
+            credentials=credentials,
+            endpoints=self.endpoints,
+            router=router,
+            config=config,
+            pool=self._pool,
+            counters=self._counters,
+            stopping=self._stopping,
+            clock=clock,
+            sleep=sleep,
+            connector=connector,
+        )
         self._keepalive = Keepalive(
-            self._open_connections,
+            self._reader.open_connections,
             interval=config.ping_interval,
             dead_after=config.dead_after,
             clock=clock,
             tick=self._drain_tick,
         )
         self._http: Optional[requests.Session] = None
-        self._poster: Optional[WebhookPoster] = None
-        self._origin: Optional[str] = None
         self.error: Optional[BaseException] = None
-        self.last_error: Optional[BaseException] = None
 
     def _default_api(self) -> ApiClient:
         from ..api import ApiClient
@@ -203,7 +195,7 @@ class StreamClient:
             self._begin()
             while True:
                 try:
-                    self._receive()
+                    self._reader.receive()
                     break
                 except KeyboardInterrupt:
                     if interrupted:
@@ -236,10 +228,10 @@ class StreamClient:
                 target=self._run_in_background, name="dingsync-reader", daemon=True
             )
         self._thread.start()
-        self._first_attempt.wait()
-        if self._first_failure is not None:
+        self._reader.first_attempt.wait()
+        if self._reader.first_failure is not None:
             self._thread.join()
-            raise self._first_failure
+            raise self._reader.first_failure
         return self
 
     def _run_in_background(self) -> None:
@@ -301,8 +293,18 @@ class StreamClient:
             >>> client.connected  # doctest: +SKIP
             True
         """
-        conn = self._current
+        conn = self._reader.current
         return conn is not None and not conn.closed
+
+    @property
+    def last_error(self) -> Optional[BaseException]:
+        """The error that ended the last connection or connection attempt (None once
+        connected again).
+
+        Example:
+            >>> client.last_error  # doctest: +SKIP
+        """
+        return self._reader.last_error
 
     @property
     def stats(self) -> StreamStats:
@@ -312,14 +314,11 @@ class StreamClient:
             >>> client.stats.in_flight  # doctest: +SKIP
             0
         """
-        with self._lock:
-            counters = dict(self._counters)
-            conn = self._current
-        counters["in_flight"] = self._pool.in_flight
-        if conn is not None and conn.last_alive is not None:
-            counters["last_alive_at"] = max(counters["last_alive_at"] or 0.0, conn.last_alive)
-        counters["connected"] = conn is not None and not conn.closed
-        return StreamStats(**counters)
+        conn = self._reader.current
+        self._counters.alive(None if conn is None else conn.last_alive)
+        return self._counters.snapshot(
+            in_flight=self._pool.in_flight, connected=conn is not None and not conn.closed
+        )
 
     def health(self) -> Tuple[bool, Dict[str, Any]]:
         """``(healthy, details)``: healthy means connected, with a frame or pong seen within
@@ -337,26 +336,17 @@ class StreamClient:
             last_error=self.last_error,
         )
 
-    def _count(self, counter: str, delta: int = 1) -> None:
-        with self._lock:
-            self._counters[counter] += delta
-
-    def _count_acks(self, written: int, lost: int) -> None:
-        with self._lock:
-            self._counters["acks_sent"] += written
-            self._counters["acks_lost"] += lost
-
-    # -- the reader ----------------------------------------------------------------------
+    # -- running -------------------------------------------------------------------------
     def _begin(self) -> None:
         import requests
 
-        self._http = http = requests.Session()
+        self._http = http = self._reader.http = requests.Session()
         # Every handler thread may reply at once: one pooled connection each, none discarded.
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.config.concurrency)
         http.mount("https://", adapter)
         http.mount("http://", adapter)
         proxy = self.config.proxy
-        self._poster = WebhookPoster(
+        self._jobs.poster = WebhookPoster(
             http,
             timeout=self.config.open_timeout,
             verify=self.config.ca_bundle or True,
@@ -372,361 +362,8 @@ class StreamClient:
             ", ".join(f"{s['type']} {s['topic']}" for s in subs) or "no subscriptions",
         )
 
-    def _receive(self) -> None:
-        """Connect and read, reconnecting, until stopped; then read through the drain."""
-        import tenacity
-
-        while not self._stopping.is_set():
-            retrying = self.config.reconnect.retrying(
-                self._stopping,
-                sleep=self._sleep,
-                clock=self._clock,
-                retry_on=_RETRY_ON,
-                auth_errors=(AuthError,),
-                fatal=self._fatal,
-                before_sleep=self._announce_retry,
-            )
-            try:
-                for attempt in retrying:
-                    with attempt:
-                        self._session()
-            except AuthError:
-                if self._first_failure is None:
-                    raise
-                raise self._first_failure from None
-            except tenacity.RetryError as exc:
-                if self._stopping.is_set():
-                    break
-                attempts = exc.last_attempt.attempt_number
-                cause = exc.last_attempt.exception()
-                log.error("giving up after %d failed connection attempts: %s", attempts, cause)
-                raise ReconnectGaveUp(
-                    f"gave up after {attempts} failed connection attempts; last error: {cause}",
-                    attempts=attempts,
-                ) from cause
-        conn = self._current
-        if conn is not None:  # interrupted while reading it: it stays open for the drain
-            self._read(conn)
-
-    def _fatal(self, error: BaseException) -> bool:
-        # Credentials refused before any connection ever opened: a typo, not an outage, and
-        # the user of a plain script must hear it (nothing is logged without logging set up).
-        if isinstance(error, AuthError) and not self._ever_connected:
-            self._first_failure = AuthError(
-                f"{error}; if the app has an IP allow-list (IP 白名单), this machine's public "
-                "address must be on it",
-                status=error.status,
-                code=error.code,
-                request_id=error.request_id,
-            )
-            return True
-        return False
-
-    def _announce_retry(self, error: BaseException, failures: int, wait: float) -> None:
-        self.last_error = error
-        self._first_attempt.set()
-        if isinstance(error, AuthError):
-            log.error("%s; next attempt in %.0fs", error, wait)
-        else:
-            log.warning(
-                "connection attempt %d failed (%s); retrying in %.1fs", failures, error, wait
-            )
-
-    def _session(self) -> None:
-        """One connection (or a chain of make-before-break replacements) until it ends.
-
-        Returns after a healthy session ended (the backoff restarts from zero) or when
-        stopping; raises when the connection could not be opened or died without ever
-        delivering a frame.
-        """
-        if self._stopping.is_set():
-            return
-        self._healthy = False
-        conn = self._open(planned=False)
-        try:
-            self._read(conn)
-        except (TransportError, StreamError) as exc:
-            # Healthy: it delivered frames, or lived long enough to have been dead-checked.
-            lived = self._clock() - conn.opened_at >= self.config.dead_after
-            if not (self._healthy or lived):
-                raise
-            self.last_error = exc
-            log.warning("%s; reconnecting", exc)
-
-    def _open(self, *, planned: bool) -> Connection:
-        if self._origin is None:
-            self._origin = origin_stamp(self.endpoints.api)
-        try:
-            conn = open_connection(
-                self._http,
-                credentials=self.credentials,
-                endpoints=self.endpoints,
-                subscriptions=self.router.subscriptions(),
-                config=self.config,
-                number=next(self._numbers),
-                origin=self._origin,
-                connector=self._connector,
-                clock=self._clock,
-                on_acks=self._count_acks,
-            )
-        except BaseException as exc:
-            if not self._ever_connected and self._fatal(exc):
-                self._first_attempt.set()
-            raise
-        with self._lock:
-            if self._counters["connections_opened"] and not planned:
-                self._counters["reconnects"] += 1
-            self._counters["connections_opened"] += 1
-            self._connections.append(conn)
-            self._current = conn
-        self._ever_connected = True
-        self._first_attempt.set()
-        self.last_error = None
-        return conn
-
-    def _open_connections(self) -> List[Connection]:
-        with self._lock:
-            return list(self._connections)
-
-    def _read(self, conn: Connection) -> None:
-        """Read ``conn`` (and its replacements) until it closes: returns when stopping,
-        raises ConnectionClosed otherwise (or whatever else went wrong)."""
-        try:
-            while True:
-                raw = conn.recv()
-                if raw is not None:
-                    self._healthy = True
-                    replacement = self._handle_raw(raw, conn)
-                    if replacement is not None:
-                        conn = replacement
-        except KeyboardInterrupt:
-            raise  # the connection stays open: run_forever reads it through the drain
-        except BaseException as exc:
-            self._forget(conn)
-            if isinstance(exc, ConnectionClosed) and self._stopping.is_set():
-                return
-            if not isinstance(exc, DingSyncError):
-                log.exception("unexpected error in the reader; reconnecting")
-                raise TransportError(f"unexpected reader error: {type(exc).__name__}") from exc
-            raise
-
-    def _forget(self, conn: Connection) -> None:
-        """The reader is done with ``conn``: it leaves the client's books and is freed."""
-        with self._lock:
-            if conn.last_alive is not None:
-                self._counters["last_alive_at"] = conn.last_alive
-            if conn in self._connections:
-                self._connections.remove(conn)
-            if self._current is conn:
-                self._current = None
-        conn.finish()
-
-    def _handle_raw(self, raw: bytes, conn: Connection) -> Optional[Connection]:
-        """Handle one frame read from ``conn``; returns the replacement after a disconnect."""
-        with self._lock:
-            self._counters["frames_received"] += 1
-            self._counters["last_frame_at"] = conn.last_alive
-        try:
-            frame = Frame.from_wire(raw)
-        except ProtocolError as exc:
-            mid = message_id_of(raw)
-            log.warning(
-                "skipped a malformed frame on connection #%d: %s%s",
-                conn.number,
-                exc,
-                f" (message {mid}, answered 400)" if mid else "",
-            )
-            if mid:
-                self._send_ack(conn, Ack.error(mid, 400, f"malformed frame: {exc.field}", {}))
-            return None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "frame %s %s message %s on connection #%d",
-                frame.type,
-                frame.topic,
-                frame.message_id,
-                conn.number,
-            )
-        if frame.type == FrameType.SYSTEM:
-            if frame.topic == Topic.PING:
-                self._send_ack(conn, Ack.ok(frame.message_id, frame.data))
-            elif frame.topic == Topic.DISCONNECT:
-                return self._replace(frame, conn)
-            else:
-                log.debug("ignored SYSTEM topic %s", frame.topic)
-            return None
-        if conn.gateway_id is None and frame.headers.connection_id:
-            conn.gateway_id = frame.headers.connection_id
-            log.info("connection #%d is gateway connection %s", conn.number, conn.gateway_id)
-        self._submit(frame, conn)
-        return None
-
-    def _replace(self, frame: Frame, old: Connection) -> Optional[Connection]:
-        """Make-before-break: open the replacement first, then hand ``old`` to a retiring
-        reader. None when ``old`` stays in use (already retiring, stopping, or no
-        replacement could be opened: its close then takes the ordinary reconnect path)."""
-        if old.retiring or old is not self._current or self._stopping.is_set():
-            return None
-        try:
-            reason = str(frame.json().get("reason", "")) or "no reason given"
-        except ProtocolError:
-            reason = "no reason given"
-        log.info(
-            "gateway asked connection #%d to go (%s); opening its replacement", old.number, reason
-        )
-        try:
-            new = self._open(planned=True)
-        except DingSyncError as exc:
-            log.warning("could not open a replacement (%s); staying on #%d", exc, old.number)
-            return None
-        old.retiring = True
-        old.retire_at = self._clock() + self.config.disconnect_grace
-        reader = threading.Thread(
-            target=self._read_retiring, args=(old,), name="dingsync-reader-retiring", daemon=True
-        )
-        try:
-            reader.start()
-        except RuntimeError as exc:
-            log.error("cannot start a reader for retiring connection #%d: %s", old.number, exc)
-            self._forget(old)  # unread pushes on it are delivered again
-            return new
-        with self._lock:
-            self._retiring_readers = [t for t in self._retiring_readers if t.is_alive()]
-            self._retiring_readers.append(reader)
-        return new
-
-    def _read_retiring(self, conn: Connection) -> None:
-        try:
-            while True:
-                raw = conn.recv()
-                if raw is not None:
-                    self._handle_raw(raw, conn)
-        except ConnectionClosed as exc:
-            log.info("retired connection #%d is gone: %s", conn.number, exc)
-        except Exception:
-            log.exception("reader of retired connection #%d failed", conn.number)
-        finally:
-            self._forget(conn)
-
-    def _submit(self, frame: Frame, conn: Connection) -> None:
-        if self._stopping.is_set():
-            log.info("stopping: message %s left for DingTalk to deliver again", frame.message_id)
-            return
-        route = self.router.route_for(frame)
-        if route is None:
-            self._send_ack(conn, self.router.not_found(frame))
-            return
-        pool = self._pool
-        if pool.full:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("all handler slots busy; the reader waits (backpressure)")
-            conn.paused = True  # the silence that follows is ours, not the network's
-        try:
-            queued = pool.submit((frame, route, conn), give_up=self._stopping.is_set)
-        finally:
-            if conn.paused:
-                conn.resume()
-        if not queued:
-            if not self._stopping.is_set():
-                log.error("message %s not handled: no handler thread", frame.message_id)
-            return  # not acked: DingTalk delivers it again
-        if route.ack == AckPolicy.RECEIPT:
-            self._send_ack(conn, route.receipt_ack(frame.message_id))
-
-    # -- the handler threads -------------------------------------------------------------
-    def _job(self, job: _Job) -> None:
-        frame, route, conn = job
-        if self._hard:
-            return  # not run, not acked: DingTalk delivers it again
-        try:
-            self._process(frame, route, conn)
-        except Exception:  # a bug here must cost one message, never a handler thread
-            log.exception("internal error while handling message %s", frame.message_id)
-
-    def _process(self, frame: Frame, route: Route, conn: Connection) -> None:
-        receipt = route.ack == AckPolicy.RECEIPT
-        try:
-            payload = route.decode(frame)
-        except ProtocolError as exc:
-            if not receipt:
-                self._send_ack(conn, self.router.malformed(frame, exc))
-            return
-        key = f"{self.credentials.client_id}:{route.dedupe_key(frame, payload)}"
-        claim = self._deduper.claim(key, (conn, frame.message_id))
-        if claim is None:  # running on another thread: acked when that run finishes
-            self._count("redeliveries_skipped")
-            return
-        if claim.state != NEW:
-            self._answer_duplicate(frame, route, conn, key, claim)
-            return
-        if receipt:  # redeliveries during the handler get the receipt ack too
-            self._deduper.remember(key, route.receipt_ack(frame.message_id))
-        ack = self._run_handler(frame, route, payload, redelivered=claim.attempt > 1)
-        if not receipt:
-            # Stored before it is sent: a duplicate arriving right after the ack finds it.
-            self._deduper.remember(key, ack)
-            self._send_ack(conn, ack)
-        self._ack_waiters(key, None if receipt else ack)
-
-    def _run_handler(self, frame: Frame, route: Route, payload: Any, *, redelivered: bool) -> Ack:
-        try:
-            ctx = Context(
-                frame=frame,
-                message=payload,
-                api=self.api,
-                redelivered=redelivered,
-                post=self._poster,
-            )
-            ack = self.router.invoke(route, payload, ctx)
-        except BaseException as exc:  # KeyboardInterrupt raised by a handler: still one message
-            log.error(
-                "handler %s raised %s on message %s",
-                route.name,
-                type(exc).__name__,
-                frame.message_id,
-            )
-            ack = route.error_ack(frame.message_id, exc)
-        if ack.code >= 500:
-            self._count("handler_errors")
-        return ack
-
-    def _answer_duplicate(
-        self, frame: Frame, route: Route, conn: Connection, key: str, claim: Claim
-    ) -> None:
-        self._count("redeliveries_skipped")
-        if claim.state == PROCESSING:
-            # Another replica runs it: its ack answers the gateway, or the next redelivery
-            # finds the cached ack.
-            log.info("message %s is being handled elsewhere; not run again", frame.message_id)
-            self._ack_waiters(key, None)
-            return
-        ack = claim.ack or route.receipt_ack(frame.message_id)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("message %s was handled already; replaying its ack", frame.message_id)
-        if route.ack == AckPolicy.RECEIPT:  # the reader acked it on receipt already
-            self._ack_waiters(key, None)
-            return
-        self._send_ack(conn, attrs.evolve(ack, message_id=frame.message_id))
-        self._ack_waiters(key, ack)
-
-    def _ack_waiters(self, key: str, ack: Optional[Ack]) -> None:
-        for conn, message_id in self._deduper.finish(key):
-            if ack is not None:
-                self._send_ack(conn, attrs.evolve(ack, message_id=message_id))
-
     def _send_ack(self, conn: Connection, ack: Ack) -> None:
-        """Queue ``ack`` on the connection its frame came from, else on the current one."""
-        text = ack.to_wire()
-        if conn.send(text):
-            return
-        current = self._current
-        if current is not None and current is not conn and current.send(text):
-            return
-        self._count("acks_lost")
-        log.warning(
-            "no open connection to ack message %s on; DingTalk may deliver it again",
-            ack.message_id,
-        )
+        self._reader.send_ack(conn, ack)
 
     # -- stopping ------------------------------------------------------------------------
     def _on_idle(self) -> None:
@@ -749,7 +386,7 @@ class StreamClient:
                 in_flight,
             )
             self._hard = True  # queued frames are skipped: DingTalk redelivers them
-        for conn in self._open_connections():
+        for conn in self._reader.open_connections():
             if self._hard:
                 conn.abort("stopped")
             else:
@@ -765,13 +402,9 @@ class StreamClient:
                 self._drained.wait(self.config.drain_timeout + 1.0)
             self._pool.close()
             self._keepalive.stop()
-            for conn in self._open_connections():
-                self._forget(conn)
-            with self._lock:
-                readers = list(self._retiring_readers)
-            for reader in readers:
-                if reader is not threading.current_thread():
-                    reader.join(1.0)
+            for conn in self._reader.open_connections():
+                self._reader.forget(conn)
+            self._reader.join_retiring(1.0)
             if self._http is not None:
                 self._http.close()
             if self._owns_api and self.api is not None:
@@ -779,24 +412,6 @@ class StreamClient:
         finally:
             with self._lock:
                 self._state = "stopped"
-            self._first_attempt.set()
+            self._reader.first_attempt.set()
             self._done.set()
             log.info("stopped")
-
-
-def message_id_of(raw: Union[bytes, str]) -> Optional[str]:
-    """The messageId of a frame that failed to decode, if one can be found (to answer 400).
-
-    Example:
-        >>> message_id_of(b'{"headers": {"messageId": "m1", "topic": 5}}')
-        'm1'
-    """
-    try:
-        # Strict UTF-8, as Frame.from_wire: json.loads(bytes) would let invalid bytes through
-        # as lone surrogates, which no ack can carry.
-        text = bytes(raw).decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
-        headers = json.loads(text).get("headers")
-        mid = headers.get("messageId") if isinstance(headers, dict) else None
-    except (ValueError, AttributeError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-    return mid if isinstance(mid, str) and mid else None

@@ -18,7 +18,7 @@ import attrs
 
 from .connection import Connection
 
-__all__ = ["Keepalive", "StreamStats", "assess"]
+__all__ = ["Counters", "Keepalive", "StreamStats", "assess"]
 
 log = logging.getLogger("dingsync.stream")
 
@@ -43,6 +43,57 @@ class StreamStats:
     last_frame_at: Optional[float] = None
     last_alive_at: Optional[float] = None
     connected: bool = False
+
+
+class Counters:
+    """A StreamClient's counters, updated from several threads under one lock.
+
+    Example:
+        >>> counters = Counters()
+        >>> counters.acks(written=2, lost=1)
+        >>> counters.snapshot().acks_lost
+        1
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: Dict[str, Any] = attrs.asdict(StreamStats())
+
+    def add(self, name: str, delta: int = 1) -> None:
+        """Add ``delta`` to the counter ``name``."""
+        with self._lock:
+            self._values[name] += delta
+
+    def acks(self, written: int, lost: int) -> None:
+        """How a connection's acks ended."""
+        with self._lock:
+            self._values["acks_sent"] += written
+            self._values["acks_lost"] += lost
+
+    def opened(self, *, planned: bool) -> None:
+        """A connection opened; unplanned after the first: a reconnect."""
+        with self._lock:
+            if self._values["connections_opened"] and not planned:
+                self._values["reconnects"] += 1
+            self._values["connections_opened"] += 1
+
+    def frame(self, at: Optional[float]) -> None:
+        """A frame arrived at ``at``."""
+        with self._lock:
+            self._values["frames_received"] += 1
+            self._values["last_frame_at"] = at
+
+    def alive(self, at: Optional[float]) -> None:
+        """A connection that goes away was last alive at ``at``."""
+        if at is not None:
+            with self._lock:
+                self._values["last_alive_at"] = max(self._values["last_alive_at"] or 0.0, at)
+
+    def snapshot(self, **computed: Any) -> StreamStats:
+        """The counters, with ``computed`` values (``in_flight``, ``connected``) set."""
+        with self._lock:
+            values = dict(self._values)
+        return StreamStats(**{**values, **computed})
 
 
 def assess(
