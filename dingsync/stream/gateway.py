@@ -10,34 +10,21 @@ never left in an error message.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
 import ssl
 import time
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Mapping,
-    Optional,
-    Sequence,
-    Union,
-)
-from urllib.parse import quote_plus, unquote, urlsplit
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from urllib.parse import quote_plus, urlsplit
 
 import attrs
 import websocket
 
 from .._version import __version__
 from ..config import Credentials, Endpoints, StreamConfig
-from ..errors import (
-    AuthError,
-    GatewayOpenError,
-    RequestTimeout,
-    TransportError,
-)
+from ..errors import AuthError, GatewayOpenError, RequestTimeout, TransportError
+from ..proxies import ca_bundle_for, websocket_proxy_options
 from .connection import Connection
 
 __all__ = [
@@ -46,9 +33,7 @@ __all__ = [
     "GATEWAY_OPEN_PATH",
     "open_ticket",
     "connect",
-    "proxy_for",
     "websocket_options",
-    "local_ip",
     "origin_stamp",
     "open_connection",
 ]
@@ -59,11 +44,6 @@ GATEWAY_OPEN_PATH = "/v1.0/gateway/connections/open"
 
 #: Opens a websocket; same signature as ``websocket.create_connection(url, **options)``.
 Connector = Callable[..., Any]
-
-_PROXY_KEYS = {
-    True: ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"),
-    False: ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"),
-}
 
 
 @attrs.frozen
@@ -98,21 +78,6 @@ def _scrub(text: str, *secrets: str) -> str:
     return text
 
 
-def local_ip(host: str, port: int = 443) -> str:
-    """The address this machine uses to reach ``host`` (no packet is sent), for ``localIp``.
-
-    Example:
-        >>> local_ip("127.0.0.1")
-        '127.0.0.1'
-    """
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((host, port))
-            return str(probe.getsockname()[0])
-    except (OSError, UnicodeError):
-        return "127.0.0.1"
-
-
 def origin_stamp(api: str) -> str:
     """``localIp`` for the gateway: this machine's address, hostname and pid.
 
@@ -123,7 +88,12 @@ def origin_stamp(api: str) -> str:
     # localIp is free text for DingTalk's diagnosis; hostname and pid tell which of several
     # processes holds a connection (ghost connections swallow pushes, user-pain P7).
     parts = urlsplit(api)
-    ip = local_ip(parts.hostname or "127.0.0.1", parts.port or 443)
+    try:  # the address this machine uses to reach the gateway; no packet is sent
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((parts.hostname or "127.0.0.1", parts.port or 443))
+            ip = str(probe.getsockname()[0])
+    except (OSError, UnicodeError):
+        ip = "127.0.0.1"
     return f"{ip},{socket.gethostname()},pid={os.getpid()}"
 
 
@@ -191,7 +161,8 @@ def open_ticket(
     if resp.status_code == 401:
         raise AuthError(
             f"DingTalk refused client id {credentials.client_id!r} (HTTP 401 {code}: {detail}); "
-            "check DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET",
+            "check DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET, and, if the app has an IP "
+            "allow-list (IP 白名单), that this machine's public address is on it",
             status=401,
             code=code,
             request_id=str(info.get("requestid") or "") or None,
@@ -210,80 +181,12 @@ def open_ticket(
     return Ticket(endpoint=endpoint, ticket=ticket)
 
 
-def _bypassed(host: str, environ: Mapping[str, str]) -> bool:
-    raw = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    entries = [e.strip().lower() for e in raw.split(",") if e.strip()]
-    host = host.lower().strip("[]")
-    try:
-        address: Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in entries:
-        if entry == "*":
-            return True
-        if address is not None and "/" in entry:
-            try:
-                if address in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        name = entry.strip("[]") if entry.startswith("[") else entry.rsplit(":", 1)[0]
-        name = name.lstrip(".")
-        if name and (host == name or host.endswith("." + name)):
-            return True
-    return False
-
-
-def proxy_for(
-    url: str, *, proxy: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
-) -> Optional[str]:
-    """The HTTP proxy for ``url``: ``proxy`` if given, else ``HTTPS_PROXY`` (``HTTP_PROXY`` for
-    plain ``ws://``) or ``ALL_PROXY`` unless ``NO_PROXY`` excludes the host, like requests.
-
-    Example:
-        >>> proxy_for("wss://gw.example.com/connect", environ={"HTTPS_PROXY": "http://p:3128"})
-        'http://p:3128'
-        >>> proxy_for("wss://gw.example.com/connect",
-        ...           environ={"HTTPS_PROXY": "http://p:3128", "NO_PROXY": ".example.com"})
-    """
-    if proxy:
-        return proxy
-    env = os.environ if environ is None else environ
-    parts = urlsplit(url)
-    if not parts.hostname or _bypassed(parts.hostname, env):
-        return None
-    for key in _PROXY_KEYS[parts.scheme in ("wss", "https")]:
-        value = env.get(key)
-        scheme = value.split("://", 1)[0].lower() if value and "://" in value else "http"
-        if value and scheme in ("http", "https"):
-            return value  # socks:// proxies are left out: requests cannot use them either
-    return None
-
-
-def _ca_bundle(config: StreamConfig, environ: Mapping[str, str]) -> Optional[str]:
-    # The same bundle requests verifies the gateway call with, so both legs trust the same CAs.
-    explicit = (
-        config.ca_bundle or environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE")
-    )
-    if explicit:
-        return explicit
-    try:
-        import certifi
-    except ImportError:  # pragma: no cover - requests depends on certifi
-        return None
-    return str(certifi.where())
-
-
 def websocket_options(
     url: str, config: StreamConfig, *, environ: Optional[Mapping[str, str]] = None
 ) -> Dict[str, Any]:
-    """Keyword arguments for ``websocket.create_connection(url, **options)``.
-
-    Proxy: ``config.proxy``, else the environment (``HTTPS_PROXY``/``NO_PROXY``), passed as
-    ``http_proxy_host/port/auth``; when no proxy applies, ``http_no_proxy=["*"]`` stops
-    websocket-client from guessing on its own. TLS is always verified.
+    """Keyword arguments for ``websocket.create_connection(url, **options)``: the handshake
+    timeout, the proxy (see :func:`~dingsync.proxies.websocket_proxy_options`) and TLS,
+    always verified.
 
     Example:
         >>> opts = websocket_options("wss://gw.example.com/connect", StreamConfig(),
@@ -292,23 +195,11 @@ def websocket_options(
         ('proxy', 3128, ('u', 'p'))
     """
     env = os.environ if environ is None else environ
-    options: Dict[str, Any] = {
-        "timeout": config.open_timeout,
-    }
-    chosen = proxy_for(url, proxy=config.proxy, environ=env)
-    if chosen is None:
-        options["http_no_proxy"] = ["*"]
-    else:
-        parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
-        options["http_proxy_host"] = parts.hostname
-        options["http_proxy_port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        options["proxy_type"] = "http"
-        if parts.username:
-            options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
-        options["http_proxy_timeout"] = config.open_timeout
+    options = websocket_proxy_options(url, config.proxy, config.open_timeout, env)
+    options["timeout"] = config.open_timeout
     if urlsplit(url).scheme == "wss":
         sslopt: Dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "check_hostname": True}
-        bundle = _ca_bundle(config, env)
+        bundle = ca_bundle_for(config.ca_bundle, env)
         if bundle:
             sslopt["ca_cert_path" if os.path.isdir(bundle) else "ca_certs"] = bundle
         options["sslopt"] = sslopt

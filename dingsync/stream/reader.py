@@ -1,12 +1,5 @@
-"""The reader role: connect, read, reconnect; hand every frame on at once.
-
-The reader is the only thread that reads a given connection. It opens each connection (a new
-ticket every time, with the ReconnectPolicy's backoff between failures), answers SYSTEM
-frames at once, hands EVENT/CALLBACK frames to the handler pool (waiting while it is full:
-backpressure) and never runs a handler. On SYSTEM ``disconnect`` it opens the replacement
-first, and a second reader (``dingsync-reader-retiring``) reads the old connection until the
-gateway or the keepalive closes it (make-before-break), so no push is lost.
-"""
+"""The reader role (client.py's docstring): connect, read, reconnect with the
+ReconnectPolicy's backoff, hand every frame on at once; make-before-break on ``disconnect``."""
 
 from __future__ import annotations
 
@@ -109,10 +102,6 @@ class Reader:
                 for attempt in retrying:
                     with attempt:
                         self._session()
-            except AuthError:
-                if self.first_failure is None:
-                    raise
-                raise self.first_failure from None
             except tenacity.RetryError as exc:
                 if self.stopping.is_set():
                     break
@@ -131,13 +120,7 @@ class Reader:
         # Credentials refused before any connection ever opened: a typo, not an outage, and
         # the user of a plain script must hear it (nothing is logged without logging set up).
         if isinstance(error, AuthError) and not self.ever_connected:
-            self.first_failure = AuthError(
-                f"{error}; if the app has an IP allow-list (IP 白名单), this machine's public "
-                "address must be on it",
-                status=error.status,
-                code=error.code,
-                request_id=error.request_id,
-            )
+            self.first_failure = error
             return True
         return False
 
@@ -205,9 +188,9 @@ class Reader:
         with self._lock:
             return list(self._connections)
 
-    def _read(self, conn: Connection) -> None:
-        """Read ``conn`` (and its replacements) until it closes: returns when stopping,
-        raises ConnectionClosed otherwise (or whatever else went wrong)."""
+    def _read(self, conn: Connection, *, retiring: bool = False) -> None:
+        """Read ``conn`` (and its replacements) until it closes: returns when stopping (or
+        ``retiring``), raises ConnectionClosed otherwise (or whatever else went wrong)."""
         try:
             while True:
                 raw = conn.recv()
@@ -220,10 +203,13 @@ class Reader:
             raise  # the connection stays open: run_forever reads it through the drain
         except BaseException as exc:
             self.forget(conn)
-            if isinstance(exc, ConnectionClosed) and self.stopping.is_set():
+            if isinstance(exc, ConnectionClosed) and (retiring or self.stopping.is_set()):
+                log.info("connection #%d is gone: %s", conn.number, exc)
                 return
             if not isinstance(exc, DingSyncError):
-                log.exception("unexpected error in the reader; reconnecting")
+                log.exception("unexpected error in the reader of connection #%d", conn.number)
+                if retiring:
+                    return
                 raise TransportError(f"unexpected reader error: {type(exc).__name__}") from exc
             raise
 
@@ -296,7 +282,11 @@ class Reader:
         old.retiring = True
         old.retire_at = self._clock() + self.config.disconnect_grace
         reader = threading.Thread(
-            target=self._read_retiring, args=(old,), name="dingsync-reader-retiring", daemon=True
+            target=self._read,
+            args=(old,),
+            kwargs={"retiring": True},
+            name="dingsync-reader-retiring",
+            daemon=True,
         )
         try:
             reader.start()
@@ -308,19 +298,6 @@ class Reader:
             self._retiring_readers = [t for t in self._retiring_readers if t.is_alive()]
             self._retiring_readers.append(reader)
         return new
-
-    def _read_retiring(self, conn: Connection) -> None:
-        try:
-            while True:
-                raw = conn.recv()
-                if raw is not None:
-                    self._handle_raw(raw, conn)
-        except ConnectionClosed as exc:
-            log.info("retired connection #%d is gone: %s", conn.number, exc)
-        except Exception:
-            log.exception("reader of retired connection #%d failed", conn.number)
-        finally:
-            self.forget(conn)
 
     def _submit(self, frame: Frame, conn: Connection) -> None:
         if self.stopping.is_set():

@@ -24,7 +24,6 @@ _CONT = 0x0
 _DATA = frozenset({TEXT, BINARY})
 _CONTROL = frozenset({CLOSE, PING, PONG})
 _CHUNK = 65536
-_MAX_READ = 1 << 20  # per recv() call, for the rare huge frame
 
 
 class FrameReader:
@@ -108,38 +107,15 @@ class FrameReader:
         return b1 & 0x80, opcode, payload
 
     def _fill(self) -> None:
-        """Read at least what the frame at the head of the buffer still needs; a timeout or
-        a failure keeps what was read."""
-        buf, pos = self._buf, self._pos
-        missing = self._missing()
-        chunks = [buf[pos:]] if pos < len(buf) else []
+        """Read what the socket has (up to 64 KiB): a timeout or a failure loses nothing."""
         try:
-            while missing > 0:
-                try:
-                    chunk = self._recv(min(max(_CHUNK, missing), _MAX_READ))
-                except ssl.SSLWantReadError:  # no complete TLS record yet: as a timeout
-                    raise socket.timeout("no complete TLS record") from None
-                if not chunk:
-                    raise ConnectionResetError("the peer closed the connection")
-                chunks.append(chunk)
-                missing -= len(chunk)
-        finally:
-            self._buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self._pos = 0
-
-    def _missing(self) -> int:
-        buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
-        if avail < 2:
-            return 2 - avail
-        length = buf[pos + 1] & 0x7F
-        extra = 2 if length == 126 else 8 if length == 127 else 0
-        if avail < 2 + extra:
-            return 2 + extra - avail
-        if extra:
-            length = int.from_bytes(buf[pos + 2 : pos + 2 + extra], "big")
-        mask = 4 if buf[pos + 1] & 0x80 else 0
-        return max(0, 2 + extra + mask + length - avail)
+            chunk = self._recv(_CHUNK)
+        except ssl.SSLWantReadError:  # no complete TLS record yet: as a timeout
+            raise socket.timeout("no complete TLS record") from None
+        if not chunk:
+            raise ConnectionResetError("the peer closed the connection")
+        self._buf = self._buf[self._pos :] + chunk if self._pos < len(self._buf) else chunk
+        self._pos = 0
 
 
 class Masker:

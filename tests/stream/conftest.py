@@ -35,7 +35,9 @@ def make_client(dingtalk: FakeDingTalk) -> Iterator[MakeClient]:
         **options: Any,
     ) -> dingsync.StreamClient:
         client_kwargs = {
-            k: options.pop(k) for k in ("dedupe", "api", "clock", "sleep") if k in options
+            k: options.pop(k)
+            for k in ("dedupe", "api", "clock", "sleep", "connector")
+            if k in options
         }
         settings = {**FAST, "reconnect": FAST_RECONNECT, **options}
         client = dingsync.StreamClient(

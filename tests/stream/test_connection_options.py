@@ -10,7 +10,8 @@ import websocket
 
 import dingsync
 from dingsync.config import StreamConfig
-from dingsync.stream.gateway import Ticket, proxy_for, websocket_options
+from dingsync.proxies import proxy_for
+from dingsync.stream.gateway import Ticket, websocket_options
 from dingsync.testing import FakeDingTalk
 
 WSS = "wss://wss-open-connection.dingtalk.com:443/connect"
