@@ -22,6 +22,8 @@ __all__ = ["Counters", "Keepalive", "StreamStats", "assess"]
 
 log = logging.getLogger("dingsync.stream")
 
+_SLACK = 0.05  # seconds
+
 
 @attrs.frozen(kw_only=True)
 class StreamStats:
@@ -208,7 +210,9 @@ class Keepalive:
             conn.abort(f"no frame or pong for more than {self.dead_after}s")
             return now + self.interval
         half = self.interval / 2
-        if now - conn.pinged_at >= self.interval and now - alive >= half:
+        # A timed wait may end a hair early: a ping due within the slack goes out now, not
+        # after a second wake-up.
+        if now - conn.pinged_at >= self.interval - _SLACK and now - alive >= half:
             conn.ping()
         ping_at = max(conn.pinged_at + self.interval, alive + half)
         return min(ping_at, alive + self.dead_after + 0.01, conn.retire_at or ping_at)
