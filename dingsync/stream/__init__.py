@@ -1,8 +1,7 @@
-"""The receiving side: :class:`StreamClient` (and the dedupe stores it uses, re-exported).
+"""The receiving side: :class:`StreamClient` (the dedupe stores live in :mod:`dingsync.dedupe`).
 
 Example:
-    >>> from dingsync.stream import MemoryDedupeStore, StreamClient
-    >>> store = MemoryDedupeStore(ttl=600, max_entries=200_000)
+    >>> from dingsync.stream import StreamClient, StreamStats
 """
 
 from __future__ import annotations

@@ -315,7 +315,7 @@ class StreamClient:
             0
         """
         conn = self._reader.current
-        self._counters.alive(None if conn is None else conn.last_alive)
+        self._counters.at("last_alive_at", None if conn is None else conn.last_alive)
         return self._counters.snapshot(
             in_flight=self._pool.in_flight, connected=conn is not None and not conn.closed
         )

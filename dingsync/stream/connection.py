@@ -38,7 +38,8 @@ class Connection:
 
     ``last_alive`` is the monotonic time of the last frame or pong (None before the first);
     ``paused`` is set by the reader while it waits for a handler slot, so that silence then
-    is not held against the connection. ``on_acks(written, lost)`` is told how acks ended.
+    is not held against the connection. ``on_acks("acks_sent" or "acks_lost", count)`` is
+    told how acks ended.
 
     Example:
         >>> conn = Connection(websocket.create_connection(url), number=1,  # doctest: +SKIP
@@ -55,7 +56,7 @@ class Connection:
         endpoint: str,
         dead_after: float,
         clock: Callable[[], float] = time.monotonic,
-        on_acks: Optional[Callable[[int, int], None]] = None,
+        on_acks: Optional[Callable[[str, int], None]] = None,
     ) -> None:
         sock = getattr(ws, "sock", None)
         if not isinstance(sock, socket.socket):
@@ -273,8 +274,10 @@ class Connection:
                 reason,
                 lost,
             )
-        if self._on_acks is not None and (written or lost):
-            self._on_acks(written, lost)
+        if self._on_acks is not None:
+            for name, count in (("acks_sent", written), ("acks_lost", lost)):
+                if count:
+                    self._on_acks(name, count)
 
 
 def _writable(sock: socket.socket) -> bool:

@@ -217,7 +217,7 @@ def connect(
     number: int,
     connector: Optional[Connector] = None,
     clock: Callable[[], float] = time.monotonic,
-    on_acks: Optional[Callable[[int, int], None]] = None,
+    on_acks: Optional[Callable[[str, int], None]] = None,
 ) -> Connection:
     """Open the websocket for ``ticket``; the connection's writer thread is running.
 
@@ -273,7 +273,7 @@ def open_connection(
     origin: Optional[str] = None,
     connector: Optional[Connector] = None,
     clock: Callable[[], float] = time.monotonic,
-    on_acks: Optional[Callable[[int, int], None]] = None,
+    on_acks: Optional[Callable[[str, int], None]] = None,
 ) -> Connection:
     """A fresh ticket, then the websocket: one new gateway connection, already pinged once
     (the first pong shows it alive without waiting a ping interval).

@@ -52,9 +52,9 @@ class Counters:
 
     Example:
         >>> counters = Counters()
-        >>> counters.acks(written=2, lost=1)
+        >>> counters.add("acks_lost", 2)
         >>> counters.snapshot().acks_lost
-        1
+        2
     """
 
     def __init__(self) -> None:
@@ -66,30 +66,11 @@ class Counters:
         with self._lock:
             self._values[name] += delta
 
-    def acks(self, written: int, lost: int) -> None:
-        """How a connection's acks ended."""
-        with self._lock:
-            self._values["acks_sent"] += written
-            self._values["acks_lost"] += lost
-
-    def opened(self, *, planned: bool) -> None:
-        """A connection opened; unplanned after the first: a reconnect."""
-        with self._lock:
-            if self._values["connections_opened"] and not planned:
-                self._values["reconnects"] += 1
-            self._values["connections_opened"] += 1
-
-    def frame(self, at: Optional[float]) -> None:
-        """A frame arrived at ``at``."""
-        with self._lock:
-            self._values["frames_received"] += 1
-            self._values["last_frame_at"] = at
-
-    def alive(self, at: Optional[float]) -> None:
-        """A connection that goes away was last alive at ``at``."""
-        if at is not None:
+    def at(self, name: str, when: Optional[float]) -> None:
+        """Keep the latest time of ``name`` (``last_frame_at``, ``last_alive_at``)."""
+        if when is not None:
             with self._lock:
-                self._values["last_alive_at"] = max(self._values["last_alive_at"] or 0.0, at)
+                self._values[name] = max(self._values[name] or 0.0, when)
 
     def snapshot(self, **computed: Any) -> StreamStats:
         """The counters, with ``computed`` values (``in_flight``, ``connected``) set."""
