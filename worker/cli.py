@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import click
 
 import dingsync
+from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
-from dingsync.stream import DedupeStore
 
 from .health import HealthServer, HealthSource
 from .signals import ShutdownRequest, capture_signals

@@ -1,4 +1,4 @@
-"""The receiving side: :class:`StreamClient` (the dedupe stores live in :mod:`dingsync.dedupe`).
+"""The receiving side over a websocket (the dedupe stores are in :mod:`dingsync.dedupe`).
 
 Example:
     >>> from dingsync.stream import StreamClient, StreamStats
@@ -6,15 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from ..dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from .client import StreamClient
 from .liveness import StreamStats
 
-__all__ = [
-    "StreamClient",
-    "StreamStats",
-    "DedupeStore",
-    "MemoryDedupeStore",
-    "RedisDedupeStore",
-    "Claim",
-]
+__all__ = ["StreamClient", "StreamStats"]

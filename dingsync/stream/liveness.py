@@ -1,10 +1,7 @@
-"""Keeping connections honest: keepalive pings, the dead-connection watchdog, and the health
-verdict (:class:`StreamStats`, :func:`assess`).
+"""Keeping connections honest (keepalive pings, the watchdog) and the health verdict.
 
-Why all three: a TCP connection can stay "open" for hours after the path to DingTalk died, and
-DingTalk keeps routing pushes to it (user-pain P1). Only traffic proves a connection alive, so
-the client pings a quiet connection every ``ping_interval`` and replaces any connection that
-has shown no frame and no pong for ``dead_after`` seconds.
+A TCP connection can stay "open" for hours after the path to DingTalk died, and DingTalk keeps
+routing pushes to it (user-pain P1): only traffic proves a connection alive.
 """
 
 from __future__ import annotations
@@ -105,15 +102,11 @@ def assess(
 
 
 class Keepalive:
-    """The ``dingsync-keepalive`` thread, the one thread that acts on time.
-
-    For every open connection it sends a websocket ping once an ``interval`` has gone by
-    since the last one while the connection was quiet for half of it, it aborts a
-    connection silent for more than ``dead_after`` (its reader then reconnects), and it
-    closes a retiring connection at its ``retire_at``. It never
-    waits for a lock a writer can hold (:meth:`Connection.ping` gives up instead). ``tick``
-    is the client's drain check: it returns when it wants to be called again, or None. The
-    thread sleeps until the next thing is due, so an idle client wakes about once a ping.
+    """The ``dingsync-keepalive`` thread, the one thread that acts on time: it pings a
+    connection quiet for half an ``interval`` once an ``interval`` has passed since its last
+    ping, aborts one silent for ``dead_after``, closes a retiring one at its ``retire_at``,
+    and calls ``tick``, the client's drain check (which returns when to call it again). It
+    never waits for a lock a writer holds, and sleeps until the next thing is due.
 
     Example:
         >>> keepalive = Keepalive(lambda: [conn], interval=10.0, dead_after=25.0)
