@@ -173,6 +173,8 @@ class Reader:
         self.ever_connected = True
         self.first_attempt.set()
         self.last_error = None
+        if self.stopping.is_set():  # stopped while it opened: the drain may be over already
+            conn.close("stopping")
         return conn
 
     def open_connections(self) -> List[Connection]:
