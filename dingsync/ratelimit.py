@@ -6,11 +6,19 @@ because DingTalk counts messages over the last minute: a classic refill-at-a-ste
 would allow a full burst plus the refill inside one minute, which is precisely what earns the
 10-minute penalty. A key can also be *penalized*: no slot is handed out until the penalty ends.
 
-Two backends share one interface:
+Three backends share one interface:
 
-* :class:`MemoryRateLimiter`: one process (the default).
+* :class:`MemoryRateLimiter`: one process.
+* :class:`FileRateLimiter`: every process of this user on the machine, through a locked JSON file
+  in the per-user cache directory (the default of :class:`~dingsync.WebhookRobot`), so 22 cron
+  runs in a minute stay under the cap and later runs honour a penalty instead of calling.
 * :class:`RedisRateLimiter`: a Lua script on Redis, shared by every process and machine that
-  points at the same server, so ten cron jobs posting to one robot still stay under the cap.
+  points at the same server.
+
+When the store fails, the file limiter degrades to pacing within the process (one warning); the
+Redis limiter raises :class:`~dingsync.errors.StoreUnavailable` (nothing is sent): pacing it
+cannot check could earn every machine DingTalk's 10-minute penalty. A send retries that error
+under its deadline, so a Redis restart of a second or two costs a short wait, not a message.
 
 Clock and sleep are injectable, so tests run in fake time.
 
@@ -23,35 +31,61 @@ Example:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional, Union
 
-from .errors import ConfigurationError
+from ._files import FileLock, read_json, user_cache_dir, write_json
+from .errors import ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["RateLimiter", "MemoryRateLimiter", "RedisRateLimiter", "redis_from"]
+__all__ = [
+    "RateLimiter",
+    "MemoryRateLimiter",
+    "FileRateLimiter",
+    "RedisRateLimiter",
+    "redis_from",
+    "redis_call",
+    "REDIS_TIMEOUT",
+]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
 
+#: seconds every Redis call may take (connect and answer) on a client made from a URL
+REDIS_TIMEOUT = 2.0
+_LOUD_WAIT = 1.0
+
 
 def redis_from(client_or_url: Union[str, redis.Redis]) -> redis.Redis:
     """A ``redis.Redis`` client from a URL (``redis://host:6379/0``) or an existing client.
+
+    A client made from a URL gets ``REDIS_TIMEOUT`` as its connect and socket timeouts, so a
+    silent Redis cannot hang a send. A client passed in is used as it is; one without a
+    ``socket_timeout`` is logged once as a warning.
 
     Example:
         >>> redis_from("redis://127.0.0.1:6379/0")  # doctest: +SKIP
         Redis<ConnectionPool<Connection<host=127.0.0.1,port=6379,db=0>>>
     """
     if not isinstance(client_or_url, str):
+        kwargs = getattr(getattr(client_or_url, "connection_pool", None), "connection_kwargs", {})
+        if isinstance(kwargs, dict) and kwargs.get("socket_timeout") is None:
+            logger.warning(
+                "this redis client has no socket_timeout: a Redis that stops answering would "
+                "hang every send; create it with socket_timeout=%.0f (or pass a URL)",
+                REDIS_TIMEOUT,
+            )
         return client_or_url
     try:
         import redis as redis_lib
@@ -59,7 +93,29 @@ def redis_from(client_or_url: Union[str, redis.Redis]) -> redis.Redis:
         raise ConfigurationError(
             "the Redis backends need the redis package: pip install 'dingsync[redis]'"
         ) from exc
-    return redis_lib.Redis.from_url(client_or_url)
+    return redis_lib.Redis.from_url(
+        client_or_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+    )
+
+
+@contextlib.contextmanager
+def redis_call(store: str) -> Iterator[None]:
+    """Translate a Redis failure (down, timed out, refused) into :class:`StoreUnavailable`.
+
+    Example:
+        >>> with redis_call("rate limiter"):
+        ...     pass
+    """
+    try:
+        yield
+    except Exception as exc:
+        import redis as redis_lib
+
+        if not isinstance(exc, (redis_lib.RedisError, OSError)):
+            raise
+        raise StoreUnavailable(
+            f"the Redis {store} failed ({type(exc).__name__}: {exc})", store=store
+        ) from exc
 
 
 class RateLimiter(abc.ABC):
@@ -114,6 +170,14 @@ class RateLimiter(abc.ABC):
                 return 0.0
             if max_wait is not None and waited + needed > max_wait:
                 return needed
+            if needed > _LOUD_WAIT:
+                logger.warning(
+                    "waiting %.1f s for a free slot of %s (%d per %.0f s)",
+                    needed,
+                    key,
+                    self.limit,
+                    self.period,
+                )
             self._sleep(needed)
             waited += needed
 
@@ -181,6 +245,134 @@ class MemoryRateLimiter(RateLimiter):
         return f"MemoryRateLimiter(limit={self.limit}, period={self.period})"
 
 
+class FileRateLimiter(RateLimiter):
+    """A limiter shared by every process of this user on the machine, through a JSON file.
+
+    Each change takes an exclusive ``flock`` on ``<path>.lock`` and rewrites the file atomically.
+    Slots and penalties are stored in wall-clock seconds, which the processes of one machine
+    share. If the file cannot be written (a read-only disk), the limiter falls back to pacing
+    within this process, with one warning; a file owned by another user is refused.
+
+    Args:
+        path: the JSON file; default ``ratelimit.json`` in the per-user cache directory (see
+            :class:`~dingsync.FileTokenCache`).
+        limit: slots per ``period``.
+        period: the window in seconds.
+        clock: wall-clock seconds; injectable for tests.
+        sleep: how to wait; injectable for tests.
+
+    Example:
+        >>> limiter = FileRateLimiter("/tmp/dingsync-doctest-pacing.json", limit=20)
+        >>> limiter.penalty_remaining("nobody")
+        0.0
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str], None] = None,
+        *,
+        limit: int = 20,
+        period: float = 60.0,
+        clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        super().__init__(limit=limit, period=period, clock=clock, sleep=sleep)
+        self.path = (
+            os.fspath(path)
+            if path is not None
+            else os.path.join(user_cache_dir(), "ratelimit.json")
+        )
+        self._file_lock = FileLock(self.path + ".lock")
+        self._fallback: Optional[MemoryRateLimiter] = None
+
+    def _change(
+        self,
+        key: str,
+        change: Callable[[Dict[str, Any], float], float],
+        fallback: Callable[[MemoryRateLimiter], float],
+    ) -> float:
+        """Apply ``change(entry, now)`` to ``key``'s entry under the file lock; its result.
+
+        Once the file has failed, ``fallback(memory_limiter)`` answers instead.
+        """
+        if self._fallback is None:
+            try:
+                with self._file_lock:
+                    data = read_json(self.path)
+                    now = self._clock()
+                    entry = data.get(key)
+                    entry = dict(entry) if isinstance(entry, dict) else {}
+                    result = change(entry, now)
+                    data[key] = entry
+                    write_json(self.path, self._pruned(data, now))
+                    return result
+            except OSError as exc:
+                logger.warning(
+                    "cannot use the pacing file %s (%s); pacing within this process only",
+                    self.path,
+                    exc,
+                )
+                self._fallback = MemoryRateLimiter(
+                    limit=self.limit, period=self.period, clock=self._clock, sleep=self._sleep
+                )
+        return fallback(self._fallback)
+
+    def _pruned(self, data: Dict[str, Any], now: float) -> Dict[str, Any]:
+        """Entries with a slot or a penalty still running (the file does not grow forever)."""
+        kept = {}
+        for key, entry in data.items():
+            if not isinstance(entry, dict):
+                continue
+            spent = [t for t in entry.get("spent", ()) if isinstance(t, (int, float))]
+            penalty = entry.get("penalty", 0.0)
+            penalty = penalty if isinstance(penalty, (int, float)) else 0.0
+            spent = [t for t in spent if t > now - self.period]
+            if spent or penalty > now:
+                kept[key] = {"spent": spent, "penalty": penalty}
+        return kept
+
+    def _acquire_entry(self, entry: Dict[str, Any], now: float) -> float:
+        penalty = entry.get("penalty", 0.0)
+        if isinstance(penalty, (int, float)) and penalty > now:
+            return float(penalty - now)
+        spent = sorted(
+            t
+            for t in entry.get("spent", ())
+            if isinstance(t, (int, float)) and t > now - self.period
+        )
+        entry["spent"] = spent
+        if len(spent) < self.limit:
+            spent.append(now)
+            return 0.0
+        return float(spent[0] + self.period - now)
+
+    def _penalty_entry(self, entry: Dict[str, Any], now: float) -> float:
+        penalty = entry.get("penalty", 0.0)
+        return max(0.0, float(penalty) - now) if isinstance(penalty, (int, float)) else 0.0
+
+    def try_acquire(self, key: str) -> float:
+        return self._change(key, self._acquire_entry, lambda memory: memory.try_acquire(key))
+
+    def penalize(self, key: str, seconds: float) -> None:
+        def extend(entry: Dict[str, Any], now: float) -> float:
+            current = entry.get("penalty", 0.0)
+            current = current if isinstance(current, (int, float)) else 0.0
+            entry["penalty"] = max(current, now + seconds)
+            return 0.0
+
+        def in_memory(memory: MemoryRateLimiter) -> float:
+            memory.penalize(key, seconds)
+            return 0.0
+
+        self._change(key, extend, in_memory)
+
+    def penalty_remaining(self, key: str) -> float:
+        return self._change(key, self._penalty_entry, lambda memory: memory.penalty_remaining(key))
+
+    def __repr__(self) -> str:
+        return f"FileRateLimiter(path={self.path!r}, limit={self.limit}, period={self.period})"
+
+
 # Times travel as integer milliseconds of the *caller's* clock, so every process must agree on
 # the wall clock (NTP); in exchange tests can drive the limiter with a fake clock.
 _ACQUIRE = """
@@ -213,6 +405,10 @@ return 1
 
 class RedisRateLimiter(RateLimiter):
     """A limiter shared through Redis by every process and machine using the same server.
+
+    A Redis failure raises :class:`~dingsync.errors.StoreUnavailable` before anything is sent
+    (sends retry it within their deadline); see the module docstring for why it does not
+    degrade.
 
     Args:
         redis_client_or_url: a ``redis.Redis`` client or a ``redis://`` URL.
@@ -249,20 +445,23 @@ class RedisRateLimiter(RateLimiter):
     def try_acquire(self, key: str) -> float:
         now = self._now_ms()
         member = f"{now}-{uuid.uuid4().hex}"
-        wait_ms = self._acquire(
-            keys=[self._prefix + key, self._prefix + key + ":penalty"],
-            args=[now, int(math.ceil(self.period * 1000)), self.limit, member],
-        )
+        with redis_call("rate limiter"):
+            wait_ms = self._acquire(
+                keys=[self._prefix + key, self._prefix + key + ":penalty"],
+                args=[now, int(math.ceil(self.period * 1000)), self.limit, member],
+            )
         return max(0.0, int(wait_ms) / 1000.0)
 
     def penalize(self, key: str, seconds: float) -> None:
         until = self._now_ms() + int(seconds * 1000)
-        self._penalize(
-            keys=[self._prefix + key + ":penalty"], args=[until, max(1, int(seconds * 1000))]
-        )
+        with redis_call("rate limiter"):
+            self._penalize(
+                keys=[self._prefix + key + ":penalty"], args=[until, max(1, int(seconds * 1000))]
+            )
 
     def penalty_remaining(self, key: str) -> float:
-        raw = self._redis.get(self._prefix + key + ":penalty")
+        with redis_call("rate limiter"):
+            raw = self._redis.get(self._prefix + key + ":penalty")
         if raw is None:
             return 0.0
         return max(0.0, (int(raw) - self._now_ms()) / 1000.0)

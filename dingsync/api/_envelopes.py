@@ -20,6 +20,7 @@ from ..errors import (
     InvalidRequest,
     PermissionDenied,
     RateLimited,
+    StoreUnavailable,
     TokenUnavailable,
     TransportError,
     WebhookError,
@@ -226,6 +227,8 @@ def should_retry(error: BaseException, idempotent: bool) -> bool:
     """Whether ``error`` is transient (openapi.md §9.3), given the call's idempotency."""
     if isinstance(error, TokenUnavailable):
         return False  # the token fetch ran its own retries
+    if isinstance(error, StoreUnavailable):
+        return True  # the shared pacing store failed before anything was sent
     if isinstance(error, TransportError):
         return idempotent or not getattr(error, "maybe_sent", False)
     if not isinstance(error, ApiError) or isinstance(
