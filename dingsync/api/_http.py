@@ -216,8 +216,12 @@ class HttpCore:
         json: Any = None,
         params: Optional[Mapping[str, Any]] = None,
         idempotent: bool = True,
+        retry: bool = True,
     ) -> Any:
-        """Call the new-style API with the header token; returns the decoded body."""
+        """Call the new-style API with the header token; returns the decoded body.
+
+        ``retry=False`` makes one attempt (for updates that a newer one will supersede).
+        """
         return self.request(
             method,
             self.endpoints.api + path,
@@ -226,6 +230,7 @@ class HttpCore:
             auth="new",
             decode=decode_new,
             idempotent=idempotent,
+            retry=retry,
         )
 
     def oapi(
@@ -313,6 +318,7 @@ class HttpCore:
         data: Any = None,
         headers: Optional[Mapping[str, str]] = None,
         auth: Optional[str] = None,
+        retry: bool = True,
     ) -> Any:
         """Send with retries, token refresh and error mapping; ``decode`` reads the answer."""
 
@@ -330,7 +336,7 @@ class HttpCore:
                 auth=auth,
             )
 
-        return self.retrying(attempt, idempotent=idempotent)
+        return self.retrying(attempt, idempotent=idempotent) if retry else attempt()
 
     def retrying(
         self, fn: Callable[[], T], *, idempotent: bool, budget: Optional[Budget] = None
