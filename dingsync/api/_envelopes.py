@@ -9,6 +9,7 @@ reference/openapi.md §9.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Dict, Mapping
 
 import requests
@@ -52,7 +53,8 @@ BAN_CODE = "IpBanned"
 
 
 def where(method: str, url: str) -> str:
-    return f"{method} {url.split('?', 1)[0]}"
+    """``METHOD url`` for messages: no query string (tokens) and no user:password@."""
+    return f"{method} {re.sub(r'//[^/@]*@', '//', url.split('?', 1)[0])}"
 
 
 def json_body(resp: requests.Response) -> Any:

@@ -629,8 +629,10 @@ def _map_requests_error(
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return RequestTimeout(f"{where}: timed out while connecting", maybe_sent=False)
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        text = f"{where}: timed out waiting for the answer; the request may have been processed"
-        return RequestTimeout(text if idempotent else f"{text}, and {resend}", maybe_sent=True)
+        text = f"{where}: timed out waiting for the answer"
+        if not idempotent:
+            text = f"{text}; the request may have been processed, and {resend}"
+        return RequestTimeout(text, maybe_sent=True)
     if isinstance(exc, requests.exceptions.SSLError):
         return TransportError(
             f"{where}: TLS failed ({_root_reason(exc)}); behind a TLS-inspecting proxy pass "
@@ -647,8 +649,10 @@ def _map_requests_error(
     if isinstance(
         exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
     ):
-        text = f"{where}: the connection dropped ({_root_reason(exc)}); it may have been processed"
-        return ConnectionLost(text if idempotent else f"{text}, and {resend}")
+        text = f"{where}: the connection dropped ({_root_reason(exc)})"
+        if not idempotent:
+            text = f"{text}; it may have been processed, and {resend}"
+        return ConnectionLost(text)
     return TransportError(f"{where}: {type(exc).__name__}: {scrub(str(exc))}")
 
 

@@ -450,6 +450,8 @@ class CardsApi:
 class CardStream:
     """Streams text into one card variable, coalescing updates; use it as a context manager.
 
+    Pending text is flushed by a timer thread when no chunk follows (only with the default
+    ``clock``: an injected clock does not follow real time, so call :meth:`flush` yourself).
     Thread-safe: ``append``/``set``/``flush``/``finish`` and the idle-flush timer take one lock,
     so ``finish()`` waits for an in-flight update and a late ``append()`` raises instead of
     losing its text. ``dropped`` counts intermediate updates given up (their text went out later).
@@ -494,6 +496,8 @@ class CardStream:
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._timer: Optional[threading.Thread] = None
+        # the idle flush waits in real time, which an injected clock (tests) does not follow
+        self._idle_flush = clock is time.monotonic
 
     def __enter__(self) -> CardStream:
         if self._start is not None:
@@ -629,7 +633,7 @@ class CardStream:
 
     # -- the idle flush -------------------------------------------------------------------------
     def _start_timer(self) -> None:
-        if self._timer is None and self._interval > 0:
+        if self._timer is None and self._interval > 0 and self._idle_flush:
             self._timer = threading.Thread(
                 target=self._run_timer, name=f"dingsync-card-{self.out_track_id}", daemon=True
             )
