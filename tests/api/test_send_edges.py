@@ -221,3 +221,41 @@ def test_pool_size_fits_the_threads_sharing_a_client(
 def test_pool_size_must_be_positive(dingtalk: FakeDingTalk) -> None:
     with pytest.raises(ValueError, match="pool_size"):
         ApiClient(dingtalk.credentials, endpoints=dingtalk.endpoints, pool_size=0)
+
+
+# -- secrets stay out of the new log lines and messages -----------------------------------------
+def test_faulty_sends_log_no_secret(
+    dingtalk: FakeDingTalk, caplog: pytest.LogCaptureFixture, tmp_path: object
+) -> None:
+    """Retries, token cuts, 5xx, throttled webhooks and proxies with passwords log no secret."""
+    from dingsync.api.webhook import WebhookRobot
+    from dingsync.errors import DingSyncError
+
+    caplog.set_level(logging.DEBUG)
+    secret, hook = "SECwebhooksigningsecret", "hooktoken0123456789"
+    dingtalk.add_webhook_robot(hook, secret=secret)
+    api = ApiClient(dingtalk.credentials, endpoints=dingtalk.endpoints, sleep=lambda s: None)
+    dingtalk.fail_next("POST", TOKEN, reset=True)
+    dingtalk.fail_next("GET", "/gettoken", reset=True)
+    api.robot.send_to_group("cid1", "hello")
+    dingtalk.fail_next("POST", GROUP, status=502)
+    with pytest.raises(DingSyncError) as failed:
+        api.robot.send_to_group("cid1", "hello")
+    dingtalk.fail_next("POST", "/topapi/message/corpconversation/asyncsend_v2", reset=True)
+    with pytest.raises(DingSyncError) as lost:
+        api.notify.send("hi", agent_id=1, user_ids=["u1"])
+    robot = WebhookRobot(dingtalk.webhook_url(hook), secret=secret, sleep=lambda s: None)
+    dingtalk.fail_next("POST", "/robot/send", reset=True)
+    robot.send("hello")
+    with_password = Endpoints(api="http://bob:hunter2@127.0.0.1:1")
+    broken = ApiClient(dingtalk.credentials, endpoints=with_password, sleep=lambda s: None)
+    with pytest.raises(DingSyncError) as unreachable:
+        broken.robot.send_to_group("cid1", "hello")
+    api.close()
+    robot.close()
+    broken.close()
+    text = caplog.text + str(failed.value) + str(lost.value) + str(unreachable.value)
+    tokens = [dingtalk.issue_token("new")[0], dingtalk.issue_token("old")[0]]
+    for leaked in [dingtalk.client_secret, secret, hook, "hunter2", *tokens]:
+        assert leaked not in text, leaked
+    assert "retrying in" in caplog.text  # the log lines checked did happen
