@@ -56,7 +56,7 @@ def user_cache_dir() -> str:
     if explicit:
         try:
             return _private_dir(explicit)
-        except PermissionError as exc:
+        except OSError as exc:
             raise ConfigurationError(f"DINGSYNC_CACHE_DIR={explicit} is not usable: {exc}") from exc
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     if os.path.isabs(base):
@@ -66,7 +66,7 @@ def user_cache_dir() -> str:
     fallback = os.path.join(tempfile.gettempdir(), f"dingsync-{max(_uid(), 0)}")
     try:
         return _private_dir(fallback)
-    except PermissionError as exc:
+    except OSError as exc:
         raise ConfigurationError(
             f"no usable cache directory ({fallback}: {exc}); set DINGSYNC_CACHE_DIR"
         ) from exc

@@ -78,17 +78,28 @@ _THROTTLE_CODES = {"410100", "130101", "660026"}
 _NOT_FOUND_CODES = {"300005", "400101", "300001", "400102", "400106", "400013"}
 
 
-_shared_limiters: Dict[str, FileRateLimiter] = {}
+_shared_limiters: Dict[str, RateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
-def _machine_limiter() -> FileRateLimiter:
-    """The pacing file of this user's cache directory, one object per process and path."""
-    path = os.path.join(user_cache_dir(), "webhook-pacing.json")
+def _machine_limiter() -> RateLimiter:
+    """The pacing file of this user's cache directory, one object per process and path.
+
+    Without a usable cache directory (a read-only container), pacing holds within the process.
+    """
+    try:
+        path = os.path.join(user_cache_dir(), "webhook-pacing.json")
+    except (ConfigurationError, OSError) as exc:
+        logger.warning("webhook pacing is shared by this process only: %s", exc)
+        path = ""
     with _shared_lock:
         limiter = _shared_limiters.get(path)
         if limiter is None:
-            limiter = FileRateLimiter(path, limit=MESSAGES_PER_MINUTE, period=_WINDOW)
+            limiter = (
+                FileRateLimiter(path, limit=MESSAGES_PER_MINUTE, period=_WINDOW)
+                if path
+                else MemoryRateLimiter(limit=MESSAGES_PER_MINUTE, period=_WINDOW)
+            )
             _shared_limiters[path] = limiter
         return limiter
 

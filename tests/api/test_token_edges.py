@@ -224,3 +224,18 @@ def test_an_expired_token_is_not_used_when_the_refresh_fails(dingtalk: FakeDingT
         api.robot.send_to_group("cid1", "hello")
     api.close()
     assert dingtalk.count("POST", GROUP) == 0
+
+
+def test_an_unreadable_token_file_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's file we may not open gives a ConfigurationError, not a raw PermissionError."""
+    path = tmp_path / "tokens.json"
+    path.write_text("{}")
+
+    def denied(*args: Any, **kwargs: Any) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(dingsync._files.os, "open", denied)
+    with pytest.raises(ConfigurationError, match="permission denied"):
+        FileTokenCache(path).get("k")

@@ -172,3 +172,17 @@ def test_a_missing_secret_is_named_as_such(dingtalk: FakeDingTalk) -> None:
         WebhookRobot(dingtalk.webhook_url(TOKEN)).send("hello")
     text = str(info.value)
     assert "DINGTALK_WEBHOOK_SECRET" in text and "clock" not in text
+
+
+def test_without_a_cache_dir_pacing_holds_within_the_process(
+    dingtalk: FakeDingTalk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unusable cache directory costs the machine-wide pacing, not the ability to send."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DINGSYNC_CACHE_DIR", str(blocker / "cache"))
+    dingtalk.add_webhook_robot(TOKEN)
+    robot = WebhookRobot(dingtalk.webhook_url(TOKEN))
+    assert isinstance(robot._limiter, MemoryRateLimiter)
+    robot.send("still sent")
+    assert [x.text for x in dingtalk.webhook_messages] == ["still sent"]
