@@ -689,12 +689,18 @@ def _root_reason(exc: BaseException) -> str:
 
 
 def _scrub_chain(exc: BaseException) -> None:
-    """Remove query strings (tokens, secrets) from the messages of a foreign exception chain."""
+    """Remove query strings (tokens, secrets) from a foreign exception chain: the messages, and
+    the URLs kept as attributes (``requests``' ``.request.url``, urllib3's ``.url``)."""
     for item in _chain(exc):
         with contextlib.suppress(Exception):
             item.args = tuple(
                 scrub(str(a)) if not isinstance(a, BaseException) else a for a in item.args
             )
+        for holder in (item, getattr(item, "request", None), getattr(item, "response", None)):
+            url = getattr(holder, "url", None)
+            if isinstance(url, str):
+                with contextlib.suppress(Exception):
+                    holder.url = scrub(url)  # type: ignore[union-attr]
         context = item.__context__
         if context is not None and context is not item.__cause__:
             with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import pytest
 from _servers import Answer, json_answer, scripted, token_or
@@ -259,3 +259,24 @@ def test_faulty_sends_log_no_secret(
     for leaked in [dingtalk.client_secret, secret, hook, "hunter2", *tokens]:
         assert leaked not in text, leaked
     assert "retrying in" in caplog.text  # the log lines checked did happen
+
+
+def test_a_failed_old_style_call_keeps_no_token_in_exception_attributes(
+    dingtalk: FakeDingTalk, api: ApiClient
+) -> None:
+    """The chained requests/urllib3 exceptions keep their URLs, with the token masked."""
+    from dingsync.errors import DingSyncError
+
+    dingtalk.fail_next("POST", "/topapi/message/corpconversation/asyncsend_v2", reset=True)
+    with pytest.raises(DingSyncError) as info:
+        api.notify.send("hi", agent_id=1, user_ids=["u1"])
+    token = dingtalk.issue_token("old")[0]
+    seen = []
+    cause: Optional[BaseException] = info.value.__cause__
+    while cause is not None:
+        for holder in (cause, getattr(cause, "request", None), getattr(cause, "reason", None)):
+            url = getattr(holder, "url", None)
+            if isinstance(url, str):
+                seen.append(url)
+        cause = cause.__cause__ or cause.__context__
+    assert seen and all(token not in url for url in seen), seen
