@@ -55,12 +55,18 @@ __all__ = [
     "redis_from",
     "redis_call",
     "REDIS_TIMEOUT",
+    "SHARED_WINDOW",
 ]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
+
+#: the window of the shared limiters: DingTalk counts "a minute" on its own clock from when each
+#: request arrives, so a second of slack keeps latency from pushing a 21st message into it
+SHARED_WINDOW = 61.0
+
 
 #: seconds every Redis call may take (connect and answer) on a client made from a URL
 REDIS_TIMEOUT = 2.0
@@ -272,7 +278,7 @@ class FileRateLimiter(RateLimiter):
         path: Union[str, os.PathLike[str], None] = None,
         *,
         limit: int = 20,
-        period: float = 60.0,
+        period: float = SHARED_WINDOW,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
     ) -> None:
@@ -373,10 +379,20 @@ class FileRateLimiter(RateLimiter):
         return f"FileRateLimiter(path={self.path!r}, limit={self.limit}, period={self.period})"
 
 
-# Times travel as integer milliseconds of the *caller's* clock, so every process must agree on
-# the wall clock (NTP); in exchange tests can drive the limiter with a fake clock.
-_ACQUIRE = """
+# Times are integer milliseconds of Redis's own clock (``TIME``), the one clock every machine
+# sharing the limiter agrees on; a caller-supplied time (ARGV[1] >= 0) is used instead when a
+# clock was injected (tests drive the limiter with a fake clock).
+_NOW = """
 local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_ACQUIRE = (
+    _NOW
+    + """
 local period = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local until_ms = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -392,15 +408,31 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + period - now)
 """
+)
 
-_PENALIZE = """
+_PENALIZE = (
+    _NOW
+    + """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local until_ms = tonumber(ARGV[1])
+local until_ms = now + tonumber(ARGV[2])
 if until_ms > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], until_ms, 'PX', ARGV[2])
 end
 return 1
 """
+)
+
+_PENALTY_LEFT = (
+    _NOW
+    + """
+local until_ms = tonumber(redis.call('GET', KEYS[1]) or '0')
+return math.max(0, until_ms - now)
+"""
+)
+
+
+def _member() -> str:
+    return uuid.uuid4().hex
 
 
 class RedisRateLimiter(RateLimiter):
@@ -415,7 +447,8 @@ class RedisRateLimiter(RateLimiter):
         limit: slots per ``period``.
         period: the window in seconds.
         prefix: key prefix in Redis.
-        clock: wall-clock seconds (shared across machines, so not monotonic).
+        clock: seconds; default: the Redis server's clock, so machines whose clocks disagree
+            still share one window. Inject one only for tests.
         sleep: how to wait.
 
     Example:
@@ -428,43 +461,44 @@ class RedisRateLimiter(RateLimiter):
         redis_client_or_url: Union[str, redis.Redis],
         *,
         limit: int = 20,
-        period: float = 60.0,
+        period: float = SHARED_WINDOW,
         prefix: str = "dingsync:ratelimit:",
-        clock: Clock = time.time,
+        clock: Optional[Clock] = None,
         sleep: Sleep = time.sleep,
     ) -> None:
-        super().__init__(limit=limit, period=period, clock=clock, sleep=sleep)
+        super().__init__(limit=limit, period=period, clock=clock or time.time, sleep=sleep)
+        self._server_clock = clock is None
         self._redis = redis_from(redis_client_or_url)
         self._prefix = prefix
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._penalize = self._redis.register_script(_PENALIZE)
+        self._penalty_left = self._redis.register_script(_PENALTY_LEFT)
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        """The injected clock in ms, or -1: "use the Redis server's clock"."""
+        return -1 if self._server_clock else int(self._clock() * 1000)
 
     def try_acquire(self, key: str) -> float:
-        now = self._now_ms()
-        member = f"{now}-{uuid.uuid4().hex}"
         with redis_call("rate limiter"):
             wait_ms = self._acquire(
                 keys=[self._prefix + key, self._prefix + key + ":penalty"],
-                args=[now, int(math.ceil(self.period * 1000)), self.limit, member],
+                args=[self._now_ms(), int(math.ceil(self.period * 1000)), self.limit, _member()],
             )
         return max(0.0, int(wait_ms) / 1000.0)
 
     def penalize(self, key: str, seconds: float) -> None:
-        until = self._now_ms() + int(seconds * 1000)
         with redis_call("rate limiter"):
             self._penalize(
-                keys=[self._prefix + key + ":penalty"], args=[until, max(1, int(seconds * 1000))]
+                keys=[self._prefix + key + ":penalty"],
+                args=[self._now_ms(), max(1, int(seconds * 1000))],
             )
 
     def penalty_remaining(self, key: str) -> float:
         with redis_call("rate limiter"):
-            raw = self._redis.get(self._prefix + key + ":penalty")
-        if raw is None:
-            return 0.0
-        return max(0.0, (int(raw) - self._now_ms()) / 1000.0)
+            left_ms = self._penalty_left(
+                keys=[self._prefix + key + ":penalty"], args=[self._now_ms()]
+            )
+        return max(0.0, int(left_ms) / 1000.0)
 
     def __repr__(self) -> str:
         return (

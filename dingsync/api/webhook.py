@@ -51,7 +51,7 @@ from ..errors import (
     WebhookThrottled,
 )
 from ..messages import Message, MessageLike, as_message
-from ..ratelimit import FileRateLimiter, MemoryRateLimiter, RateLimiter
+from ..ratelimit import SHARED_WINDOW, FileRateLimiter, MemoryRateLimiter, RateLimiter
 from ._envelopes import decode_old, json_body
 from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpCore, RetryPolicy, Timeout
 
@@ -71,9 +71,7 @@ PENALTY_SECONDS = 600.0
 # DingTalk publishes no size limit for custom robots; 20 KB of JSON is what common clients cap
 # at, and a refusal is better found here than as a message that never shows up
 MAX_WEBHOOK_BYTES = 20_000
-# the server counts on its own clock from when the request arrives; a little slack keeps
-# network latency from pushing the 21st message into the same minute
-_WINDOW = 61.0
+_WINDOW = SHARED_WINDOW
 _THROTTLE_CODES = {"410100", "130101", "660026"}
 _NOT_FOUND_CODES = {"300005", "400101", "300001", "400102", "400106", "400013"}
 
