@@ -157,8 +157,17 @@ class RateLimiter(abc.ABC):
     def penalty_remaining(self, key: str) -> float:
         """Seconds left of the penalty on ``key`` (0.0 when there is none)."""
 
-    def wait_for_slot(self, key: str, *, max_wait: Optional[float] = None) -> float:
+    def wait_for_slot(
+        self,
+        key: str,
+        *,
+        max_wait: Optional[float] = None,
+        around_sleep: Optional[Callable[[Sleep, float], Any]] = None,
+    ) -> float:
         """Take a slot, sleeping until one is free, but never longer than ``max_wait`` in all.
+
+        ``around_sleep(sleep, seconds)``, when given, does each wait instead (a caller that
+        counts its waits against a deadline).
 
         Returns:
             ``0.0`` when the slot was taken. Otherwise the wait that would still be needed:
@@ -184,7 +193,10 @@ class RateLimiter(abc.ABC):
                     self.limit,
                     self.period,
                 )
-            self._sleep(needed)
+            if around_sleep is not None:
+                around_sleep(self._sleep, needed)
+            else:
+                self._sleep(needed)
             waited += needed
 
     def acquire(self, key: str) -> None:

@@ -53,7 +53,7 @@ from ..errors import (
 from ..messages import Message, MessageLike, as_message
 from ..ratelimit import SHARED_WINDOW, FileRateLimiter, MemoryRateLimiter, RateLimiter
 from ._envelopes import decode_old, json_body
-from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpCore, RetryPolicy, Timeout
+from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, Budget, HttpCore, RetryPolicy, Timeout
 
 __all__ = [
     "WebhookRobot",
@@ -200,11 +200,10 @@ class WebhookRobot:
         sleep: how pacing waits; injectable.
         max_wait: the longest a send waits for a slot (or for a penalty to end) before raising
             :class:`~dingsync.errors.WebhookThrottled` without calling DingTalk. The default
-            covers pacing but not DingTalk's 10-minute penalty; raise it (and the retry
-            policy's ``deadline``) above 600 to wait that out too. Waits over a second are
-            logged as warnings.
-        retry: the :class:`~dingsync.api.RetryPolicy`; its ``deadline`` bounds a whole send,
-            waits for a slot included.
+            covers pacing but not DingTalk's 10-minute penalty; raise it above 600 to wait that
+            out too. Waits over a second are logged as warnings.
+        retry: the :class:`~dingsync.api.RetryPolicy`. A whole send, retries and waits for a
+            slot included, takes at most ``max(retry.deadline, max_wait)`` seconds.
 
     Example:
         >>> robot = WebhookRobot(
@@ -308,10 +307,12 @@ class WebhookRobot:
                 f"the message is {size} bytes; custom robots take at most {MAX_WEBHOOK_BYTES} "
                 "(nothing was sent): shorten it, split it, or send a link to the full text"
             )
-        budget = self._http.new_budget()
+        # one deadline for the whole send, waits for a slot included; a max_wait raised above
+        # it (to wait out a penalty) raises the deadline with it
+        budget = Budget(max(self._http.retry.deadline, self._max_wait))
 
         def attempt() -> Dict[str, Any]:
-            self._take_slot(min(self._max_wait, max(0.0, budget.left())))
+            self._take_slot(budget)
             try:
                 answer: Dict[str, Any] = self._http.send_once(
                     "POST",
@@ -362,8 +363,9 @@ class WebhookRobot:
                 hint=f"checked locally, nothing was sent; include one of {list(self.keywords)}",
             )
 
-    def _take_slot(self, max_wait: float) -> None:
-        wait = self._limiter.wait_for_slot(self.key, max_wait=max_wait)
+    def _take_slot(self, budget: Budget) -> None:
+        max_wait = min(self._max_wait, max(0.0, budget.left()))
+        wait = self._limiter.wait_for_slot(self.key, max_wait=max_wait, around_sleep=budget.sleep)
         if wait <= 0:
             return
         penalty = self._limiter.penalty_remaining(self.key)

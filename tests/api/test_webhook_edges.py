@@ -13,7 +13,6 @@ from typing import List
 import pytest
 
 from dingsync import messages as m
-from dingsync.api import RetryPolicy
 from dingsync.api.webhook import MAX_WEBHOOK_BYTES, WebhookRobot
 from dingsync.errors import ConfigurationError, SignatureMismatch, WebhookThrottled
 from dingsync.ratelimit import FileRateLimiter, MemoryRateLimiter
@@ -122,21 +121,21 @@ def test_an_unwritable_pacing_file_degrades_to_this_process(
 
 # -- 10. deadlines and loud waits ---------------------------------------------------------------
 def test_a_webhook_send_never_waits_past_its_deadline(dingtalk: FakeDingTalk) -> None:
-    """Even with max_wait=600, a 30 s deadline refuses a 10-minute penalty at once."""
+    """Slot waits of all attempts count against one deadline: no second minute-long wait."""
     dingtalk.add_webhook_robot(TOKEN)
     clock = FakeTime()
-    limiter = MemoryRateLimiter(clock=clock, sleep=clock.sleep)
+    limiter = MemoryRateLimiter(limit=1, clock=clock, sleep=clock.sleep)
     robot = WebhookRobot(
-        dingtalk.webhook_url(TOKEN),
-        rate_limiter=limiter,
-        sleep=clock.sleep,
-        max_wait=900.0,
-        retry=RetryPolicy(deadline=30.0),
+        dingtalk.webhook_url(TOKEN), rate_limiter=limiter, clock=clock, sleep=clock.sleep
     )
-    limiter.penalize(robot.key, 600.0)
-    with pytest.raises(WebhookThrottled):
-        robot.send("hello")
-    assert clock.slept == [] and dingtalk.count("POST", SEND) == 0
+    robot.send("first")
+    busy = {"errcode": -1, "errmsg": "系统繁忙"}
+    dingtalk.fail_next("POST", SEND, status=200, body=busy)
+    with pytest.raises(WebhookThrottled) as info:
+        robot.send("second")  # waits 60 s, is refused as busy, would need another 60 s
+    assert info.value.code == "local"
+    assert sum(s for s in clock.slept if s > 1.0) == pytest.approx(60.0)
+    assert dingtalk.count("POST", SEND) == 2
 
 
 def test_a_wait_for_a_slot_is_logged(
