@@ -12,7 +12,8 @@ from typing import Any, Dict, Iterable, Mapping, Tuple
 import attrs
 
 from ..errors import ApiError, ConfigurationError
-from ..messages import MessageLike, as_message
+from ..messages import MessageLike, as_message, check_size
+from ..metrics import counting
 from ._http import HttpCore
 
 __all__ = ["NotifyApi", "WorkNoticeResult", "ForbiddenEntry", "MAX_RECIPIENTS"]
@@ -128,19 +129,22 @@ class NotifyApi:
             raise ConfigurationError(
                 f"{len(users)} recipients; DingTalk allows {MAX_RECIPIENTS} per notification"
             )
-        body: Dict[str, Any] = {"agent_id": agent_id, "msg": as_message(message).to_work_notice()}
+        msg = as_message(message).to_work_notice()
+        check_size("work notification", msg)
+        body: Dict[str, Any] = {"agent_id": agent_id, "msg": msg}
         if users:
             body["userid_list"] = ",".join(users)
         if depts:
             body["dept_id_list"] = ",".join(depts)
         if to_all:
             body["to_all_user"] = True
-        answer = self._http.oapi(
-            "POST",
-            "/topapi/message/corpconversation/asyncsend_v2",
-            json=body,
-            idempotent=False,
-        )
+        with counting("work_notification"):
+            answer = self._http.oapi(
+                "POST",
+                "/topapi/message/corpconversation/asyncsend_v2",
+                json=body,
+                idempotent=False,
+            )
         task_id = answer.get("task_id")
         if not isinstance(task_id, int):
             raise ApiError(200, "InvalidResponse", "asyncsend_v2 returned no task_id")
