@@ -32,8 +32,8 @@ def conversation_space(msg: ChatbotMessage) -> str:
 
     Example:
         >>> from dingsync import ChatbotMessage
-        >>> conversation_space(ChatbotMessage.from_wire({"msgId": "m1", "conversationType": "2",
-        ...     "conversationId": "cid1==", "senderStaffId": "u1"}))
+        >>> conversation_space(ChatbotMessage.from_wire({"msgId": "m1", "msgtype": "text",
+        ...     "conversationType": "2", "conversationId": "cid1==", "senderStaffId": "u1"}))
         'dtv1.card//IM_GROUP.cid1=='
 
     Raises:
