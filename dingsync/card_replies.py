@@ -33,7 +33,7 @@ def conversation_space(msg: ChatbotMessage) -> str:
     Example:
         >>> from dingsync import ChatbotMessage
         >>> conversation_space(ChatbotMessage.from_wire({"msgId": "m1", "msgtype": "text",
-        ...     "conversationType": "2", "conversationId": "cid1==", "senderStaffId": "u1"}))
+        ...     "text": {"content": "hi"}, "conversationType": "2", "conversationId": "cid1=="}))
         'dtv1.card//IM_GROUP.cid1=='
 
     Raises:

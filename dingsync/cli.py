@@ -3,7 +3,8 @@ diagnose a setup.
 
 Every command reads the same environment as the worker: ``DINGTALK_CLIENT_ID``,
 ``DINGTALK_CLIENT_SECRET``, ``DINGTALK_OPENAPI_ENDPOINT`` and ``DINGTALK_OAPI_ENDPOINT``; a custom
-robot comes from ``DINGTALK_WEBHOOK`` and ``DINGTALK_WEBHOOK_SECRET``. Secrets belong in the
+robot comes from ``DINGTALK_WEBHOOK`` and ``DINGTALK_WEBHOOK_SECRET``, the app's AgentId for work
+notifications from ``DINGTALK_AGENT_ID``. Secrets belong in the
 environment (an env file of the service): command-line arguments are visible to every user in
 ``ps``.
 
@@ -13,6 +14,7 @@ Example::
     $ export DINGTALK_WEBHOOK_SECRET=SEC...
     $ echo "disk 91% on db-1" | dingsync send
     $ dingsync send --group cid123== --markdown "Nightly" "all **green**"
+    $ dingsync send --notify --users u1,u2 "payroll is out"     # a work notification
     $ dingsync doctor
 """
 
@@ -147,6 +149,29 @@ def _print_recipients(result: Any) -> None:
             click.echo(f"{label}: {', '.join(ids)}", err=True)
 
 
+def _print_skipped(result: Any) -> None:
+    """The recipients a work notification skipped, and why (stderr)."""
+    reasons = {f.user_id: f.code for f in result.forbidden}
+    throttled = set(result.flow_controlled_user_ids)
+    forbidden = [u for u in result.forbidden_user_ids if u not in throttled]
+    for label, ids in (
+        ("unknown user ids", result.invalid_user_ids),
+        ("forbidden (143105 daily quota, 143106 same content today)", forbidden),
+        ("flow-controlled (not delivered; send again in a minute)", sorted(throttled)),
+        ("failed", result.failed_user_ids),
+    ):
+        if ids:
+            shown = [f"{u} ({reasons[u]})" if u in reasons else u for u in ids]
+            click.echo(f"{label}: {', '.join(shown)}", err=True)
+
+
+def _split_users(users: Tuple[str, ...], lists: Tuple[str, ...]) -> List[str]:
+    ids = list(users)
+    for item in lists:
+        ids.extend(u.strip() for u in item.split(",") if u.strip())
+    return list(dict.fromkeys(ids))
+
+
 @main.command(epilog=SECRETS_HELP + EXIT_HELP)
 @click.argument("text", nargs=-1)
 @click.option(
@@ -171,10 +196,28 @@ def _print_recipients(result: Any) -> None:
     metavar="USER_ID",
     help="Send 1:1 as the app robot (repeatable).",
 )
+@click.option(
+    "--users",
+    "user_lists",
+    multiple=True,
+    metavar="ID,ID,...",
+    help="Comma-separated user ids (same as several --user).",
+)
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Send the users a work notification (工作通知) instead of a robot message.",
+)
+@click.option(
+    "--agent-id",
+    envvar="DINGTALK_AGENT_ID",
+    metavar="AGENT_ID",
+    help="The app's AgentId for --notify; default $DINGTALK_AGENT_ID. Given here, implies --notify.",
+)
 @click.option("--markdown", "title", metavar="TITLE", help="Send markdown with this title.")
-@click.option("--at-mobile", multiple=True, help="Mention a phone number (webhook only).")
-@click.option("--at-user", multiple=True, help="Mention a user id (webhook only).")
-@click.option("--at-all", is_flag=True, help="Mention everyone (webhook only).")
+@click.option("--at-mobile", multiple=True, help="Mention a phone number (custom robot only).")
+@click.option("--at-user", multiple=True, help="Mention a user id (custom robot only).")
+@click.option("--at-all", is_flag=True, help="Mention everyone (custom robot only).")
 @click.option(
     "--timeout", type=Seconds, default=10.0, show_default=True, help="Seconds per request."
 )
@@ -195,6 +238,9 @@ def send(
     secret: Optional[str],
     group: Optional[str],
     users: Tuple[str, ...],
+    user_lists: Tuple[str, ...],
+    notify: bool,
+    agent_id: Optional[str],
     title: Optional[str],
     at_mobile: Tuple[str, ...],
     at_user: Tuple[str, ...],
@@ -202,8 +248,8 @@ def send(
     timeout: float,
     redis_url: Optional[str],
 ) -> None:
-    """Send TEXT (or stdin) to a custom robot ($DINGTALK_WEBHOOK), a group (--group) or users
-    (--user).
+    """Send TEXT (or stdin) to a custom robot ($DINGTALK_WEBHOOK), a group (--group), users
+    (--user/--users) or, with --notify, users' work notifications.
 
     \b
     Examples:
@@ -212,10 +258,17 @@ def send(
       dingsync send "disk 91% on db-1"
       df -h | dingsync send --group cid123== --markdown "Disks" -
       dingsync send --user manager593 --user u2 "your report is ready"
+      DINGTALK_AGENT_ID=3180001 dingsync send --notify --users u1,u2 "payroll is out"
+
+    A work notification lists the recipients DingTalk skipped (unknown, forbidden,
+    flow-controlled) and exits 1 when nobody got it. Mentions (--at-*) exist only on a custom
+    robot: elsewhere they are refused, as the library refuses them.
     """
     from . import messages as m
 
     source = ctx.get_parameter_source
+    users = tuple(_split_users(users, user_lists))
+    notify = notify or source("agent_id") is click.core.ParameterSource.COMMANDLINE
     if webhook and source("webhook") is not click.core.ParameterSource.COMMANDLINE:
         if group or users:
             webhook = None  # DINGTALK_WEBHOOK in the environment; --group/--user chose another
@@ -229,8 +282,8 @@ def send(
         raise click.UsageError(
             "choose exactly one of --group, --user or a webhook (DINGTALK_WEBHOOK or --webhook)"
         )
-    if (at_mobile or at_user or at_all) and not webhook:
-        raise click.UsageError("mentions (--at-*) only work with --webhook")
+    if notify and not users:
+        raise click.UsageError("--notify sends work notifications to --user/--users")
     body = _read_text(text)
     message: m.Message
     if title:
@@ -249,6 +302,18 @@ def send(
         click.echo("sent")
         return
     with _client(timeout, redis_url) as api:
+        if notify:
+            from .api.notify import parse_agent_id
+
+            agent = parse_agent_id(agent_id, "--agent-id (DINGTALK_AGENT_ID)") if agent_id else None
+            task_id = api.notify.send(message, agent_id=agent, user_ids=users)
+            click.echo(f"sent (work notification task {task_id})")
+            notice = api.notify.send_result(task_id, agent_id=agent)
+            _print_skipped(notice)
+            if not set(users) - set(notice.skipped_user_ids):
+                click.echo("nobody got the notification", err=True)
+                sys.exit(EXIT_REFUSED)
+            return
         if group:
             key = api.robot.send_to_group(group, message)
             click.echo(f"sent (processQueryKey {key})")
@@ -464,12 +529,67 @@ def _check_host(
         )
 
 
+GATEWAY_401_HINT = (
+    "DingTalk answers 401 for two causes: (1) DINGTALK_CLIENT_ID / DINGTALK_CLIENT_SECRET are "
+    "not this app's (developer console: the app's Credentials & Basic Info page); (2) the app "
+    "has an IP allow-list (IP 白名单, under Security settings) without this machine's public "
+    "address"
+)
+
+
+def _check_gateway(
+    report: _Report,
+    creds: Credentials,
+    endpoints: Endpoints,
+    proxy: Optional[str],
+    ca_bundle: Optional[str],
+    timeout: float,
+) -> None:
+    """Ask the Stream gateway for a connection ticket, then check the gateway host it names."""
+    import requests
+
+    from .config import StreamConfig
+    from .errors import AuthError
+    from .frames import Topic
+    from .stream.gateway import open_ticket
+
+    config = StreamConfig(open_timeout=timeout, proxy=proxy, ca_bundle=ca_bundle)
+    subscriptions = [{"type": "CALLBACK", "topic": Topic.CHATBOT}]
+    with requests.Session() as session:
+        try:
+            ticket = open_ticket(
+                session,
+                credentials=creds,
+                endpoints=endpoints,
+                subscriptions=subscriptions,
+                config=config,
+            )
+        except AuthError as exc:
+            report.line("FAIL", "stream ticket", f"HTTP 401 {exc.code or ''}", GATEWAY_401_HINT)
+            return
+        except (DingSyncError, ValueError) as exc:  # ValueError: a malformed endpoint URL
+            report.line(
+                "FAIL",
+                "stream ticket",
+                _redact_url(str(exc)),
+                "the app must use Stream mode (developer console: the robot's message receiving "
+                "mode); see the DNS/TLS/proxy lines above",
+            )
+            return
+    # the ticket itself opens a connection: it is never printed
+    report.line("ok", "stream ticket", f"granted; gateway {_redact_url(ticket.endpoint)}")
+    scheme, _, rest = ticket.endpoint.partition("://")
+    url = f"{'https' if scheme == 'wss' else 'http'}://{rest}"
+    _check_host(report, "stream gateway", url, _proxy_for(url, proxy), ca_bundle, timeout)
+
+
 @main.command(epilog=EXIT_HELP)
 @click.option("--proxy", help="Proxy URL to use instead of the environment's.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle file.")
 @click.option("--timeout", type=Seconds, default=5.0, show_default=True)
 def doctor(proxy: Optional[str], ca_bundle: Optional[str], timeout: float) -> None:
-    """Check credentials, DNS, TLS, proxy settings and a token fetch; print a hint per failure."""
+    """Check credentials, DNS, TLS, proxy settings, a token fetch and a Stream gateway ticket
+    (and the gateway host's DNS and TLS); print a hint per failure."""
     report = _Report()
     creds: Optional[Credentials] = None
     try:
@@ -551,6 +671,7 @@ def doctor(proxy: Optional[str], ca_bundle: Optional[str], timeout: float) -> No
                     "(app -> Credentials & Basic Info)",
                 )
         api.close()
+        _check_gateway(report, creds, endpoints, proxy, ca_bundle, timeout)
     if report.failed:
         click.echo("some checks failed")
         sys.exit(EXIT_REFUSED)
