@@ -277,13 +277,13 @@ def send(
             "warning: --secret is visible to every user in ps; set DINGTALK_WEBHOOK_SECRET",
             err=True,
         )
+    if notify and not users:
+        raise click.UsageError("--notify sends work notifications to --user/--users")
     targets = [bool(webhook), bool(group), bool(users)]
     if sum(targets) != 1:
         raise click.UsageError(
             "choose exactly one of --group, --user or a webhook (DINGTALK_WEBHOOK or --webhook)"
         )
-    if notify and not users:
-        raise click.UsageError("--notify sends work notifications to --user/--users")
     body = _read_text(text)
     message: m.Message
     if title:

@@ -213,3 +213,33 @@ def test_the_ai_reply_example_streams_an_answer_chunk_by_chunk(dingtalk: FakeDin
         assert len(calls) >= 2 and len(calls[0]["content"]) < len(expected)  # chunk by chunk
     finally:
         client.stop(timeout=5)
+
+
+def test_the_readme_card_bot_runs_as_written(dingtalk: FakeDingTalk) -> None:
+    """README "Replying with a card": a vote card, then an AI card, from one handler."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    code = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if b.startswith("# card_bot.py")
+    )
+    namespace: dict = {}  # type: ignore[type-arg]
+    exec(compile(code, "README:card_bot.py", "exec"), namespace)  # noqa: S102
+    client = dingsync.StreamClient(
+        dingtalk.credentials,
+        namespace["route"],  # type: ignore[arg-type]
+        endpoints=dingtalk.endpoints,
+        api=dingsync.ApiClient(dingtalk.credentials, endpoints=dingtalk.endpoints),
+    )
+    with client:
+        dingtalk.wait_for_connections(1)
+        for text in ("vote Lunch?", "why is the sky blue"):
+            mid = dingtalk.push_chatbot(text, conversation_type="2", conversation_id="cidR")
+            assert dingtalk.wait_for_ack(mid, timeout=10)["code"] == 200
+    answer, vote = sorted(dingtalk.card_store.values(), key=lambda c: c.template_id)
+    assert answer.template_id == "ai.schema" and answer.status == "finished"
+    assert answer.streams["content"] == "Rayleigh scattering makes it blue."
+    assert vote.card_data == {"question": "Lunch?", "yes": "0", "no": "0"}
+    assert vote.spaces == answer.spaces == ["IM_GROUP.cidR"]
