@@ -12,6 +12,7 @@ have been delivered (a timeout after sending) is never doubled by a fallback.
 
 from __future__ import annotations
 
+import functools
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Type
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .messages import MessageLike
     from .models import ChatbotMessage
 
-__all__ = ["conversation_space", "send_card_reply", "AiCardReply"]
+__all__ = ["conversation_space", "send_card_reply", "ai_card_reply", "AiCardReply"]
 
 
 def conversation_space(msg: ChatbotMessage) -> str:
@@ -104,6 +105,38 @@ def send_card_reply(
     return None
 
 
+def ai_card_reply(
+    ctx: Context,
+    msg: ChatbotMessage,
+    template_id: str,
+    *,
+    key: str,
+    card_data: Optional[Mapping[str, Any]],
+    title: str,
+    interval: float,
+    error_text: Optional[str],
+    clock: Optional[Callable[[], float]],
+) -> AiCardReply:
+    """The work of :meth:`Context.reply_ai_card`: the card is opened on entering the block."""
+    space = conversation_space(msg)
+    api = ctx.api
+    open_card = (
+        None
+        if api is None
+        else functools.partial(
+            api.cards.ai_card,
+            template_id,
+            space,
+            key=key,
+            card_data=card_data,
+            interval=interval,
+            error_text=error_text,
+            clock=clock or time.monotonic,  # the default clock enables the idle flush
+        )
+    )
+    return AiCardReply(ctx, open_card, title=title, error_text=error_text)
+
+
 class AiCardReply:
     """What ``with ctx.reply_ai_card(...) as card`` gives: ``append``/``set`` the answer.
 
@@ -121,25 +154,15 @@ class AiCardReply:
     def __init__(
         self,
         ctx: Context,
-        msg: ChatbotMessage,
-        template_id: str,
+        open_card: Optional[Callable[[], CardStream]],
         *,
-        key: str,
-        card_data: Optional[Mapping[str, Any]],
         title: str,
-        interval: float,
         error_text: Optional[str],
-        clock: Optional[Callable[[], float]],
     ) -> None:
         if not title.strip():
             raise ConfigurationError("title must be non-empty (it is the chat-list preview)")
         self._ctx = ctx
-        self._msg = msg
-        self._template_id = template_id
-        self._key = key
-        self._card_data = card_data
-        self._interval = interval
-        self._clock = clock
+        self._open_card = open_card
         self.title = title
         self.error_text = error_text
         self.card: Optional[CardStream] = None
@@ -152,21 +175,11 @@ class AiCardReply:
         return self.card.text if self.card is not None else self._text
 
     def __enter__(self) -> AiCardReply:
-        space = conversation_space(self._msg)
-        api = self._ctx.api
-        if api is None:
+        if self._open_card is None:
             self.fell_back = True
             self._ctx.logger.info("no ApiClient for the AI card; the answer goes out as one reply")
             return self
-        stream = api.cards.ai_card(
-            self._template_id,
-            space,
-            key=self._key,
-            card_data=self._card_data,
-            interval=self._interval,
-            error_text=self.error_text,
-            clock=self._clock or time.monotonic,  # the default clock enables the idle flush
-        )
+        stream = self._open_card()
         try:
             stream.__enter__()
         except DingSyncError as exc:

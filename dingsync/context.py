@@ -421,9 +421,9 @@ class Context:
             ...     for chunk in llm.stream(msg.text):
             ...         card.append(chunk)
         """
-        from .card_replies import AiCardReply
+        from .card_replies import ai_card_reply
 
-        return AiCardReply(
+        return ai_card_reply(
             self,
             self._chatbot_message(),
             template_id,
