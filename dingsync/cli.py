@@ -108,7 +108,8 @@ def main() -> None:
     """dingsync: send DingTalk messages, fetch tokens, download files, run a local emulator.
 
     Configuration comes from DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET,
-    DINGTALK_OPENAPI_ENDPOINT and DINGTALK_OAPI_ENDPOINT.
+    DINGTALK_OPENAPI_ENDPOINT and DINGTALK_OAPI_ENDPOINT; work notifications also read
+    DINGTALK_AGENT_ID.
     """
 
 

@@ -243,3 +243,24 @@ def test_the_readme_card_bot_runs_as_written(dingtalk: FakeDingTalk) -> None:
     assert answer.streams["content"] == "Rayleigh scattering makes it blue."
     assert vote.card_data == {"question": "Lunch?", "yes": "0", "no": "0"}
     assert vote.spaces == answer.spaces == ["IM_GROUP.cidR"]
+
+
+def test_card_reply_fallbacks_log_no_secret(
+    dingtalk: FakeDingTalk, api: dingsync.ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fallback paths log why they fell back, never a token, the secret or the session."""
+    import logging
+    from urllib.parse import parse_qs, urlsplit
+
+    caplog.set_level(logging.DEBUG)
+    ctx = group_ctx(dingtalk, api)
+    dingtalk.fail_next("POST", CREATE_AND_DELIVER, status=403, body=DENIED, times=2)
+    ctx.reply_card("vote.schema", fallback="plain")
+    with ctx.reply_ai_card("ai.schema", interval=0) as card:
+        card.append("answer")
+    assert card.fell_back and "refused" in caplog.text
+    session = parse_qs(urlsplit(ctx.message.session_webhook).query)["session"][0]
+    secrets = [dingtalk.client_secret, api.access_token().value, session]
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.args)
+        assert not any(secret in text for secret in secrets), text
