@@ -13,7 +13,8 @@ import pytest
 
 from dingworker.health import HealthServer, render_metrics
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*) (-?[0-9.eE+-]+|NaN|[+-]Inf)$")
+# labels: the send counter of dingsync.metrics (prometheus-client) follows the worker's own
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$")
 
 
 def parse_prometheus(text: str) -> Dict[str, Tuple[str, float]]:
