@@ -227,14 +227,16 @@ class Connection:
                 acks, self._acks = self._acks, []
                 control, self._control = self._control, []
                 closing = self._closing
-            frames = [encode(PONG, p) for p in control]
-            frames += [encode(TEXT, p) for p in acks]
-            if closing:
-                frames.append(encode(CLOSE, _NORMAL_CLOSE))
             try:
+                frames = [encode(PONG, p) for p in control]
+                frames += [encode(TEXT, p) for p in acks]
+                if closing:
+                    frames.append(encode(CLOSE, _NORMAL_CLOSE))
                 with self._wire:
                     self._sock.sendall(b"".join(frames))
-            except (OSError, ValueError) as exc:
+            except BaseException as exc:  # whatever it is, the reader must learn the socket died
+                if not isinstance(exc, (OSError, ValueError)):
+                    log.exception("the writer of connection #%d failed", self.number)
                 with queue:
                     lost = len(acks) + len(self._acks)
                     self._acks, self._closed = [], True
