@@ -1,18 +1,19 @@
-"""The callback crypto against the official vector and against an independent implementation.
-
-``_reference_*`` below is written from reference/http-callbacks.md alone, with pycryptodome's
-AES (a different library from the ``cryptography`` package dingsync uses), so that a mistake
-shared by dingsync and its emulator cannot hide: both must agree with it byte for byte.
-"""
+"""The callback crypto against the official vector and against an independent implementation
+(callback_reference.py: written from reference/http-callbacks.md alone, on pycryptodome)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import struct
 
 import pytest
+from callback_reference import (
+    reference_decrypt,
+    reference_encrypt,
+    reference_key,
+    reference_robot_sign,
+    reference_signature,
+)
 from Crypto.Cipher import AES
 from cryptography.hazmat.primitives import padding
 from hypothesis import given, settings
@@ -36,40 +37,6 @@ PLAINTEXT = '{"EventType":"check_url"}'
 PREFIX = b"l7Y3EcX2CU5w8av3"
 
 
-# -- the reference implementation (from the reference text, not from dingsync) ------------
-def _reference_key(aes_key: str) -> bytes:
-    return base64.b64decode(aes_key + "=")
-
-
-def _reference_signature(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypt])).encode()).hexdigest()
-
-
-def _reference_encrypt(aes_key: str, message: str, owner: str, prefix: bytes) -> str:
-    key = _reference_key(aes_key)
-    body = message.encode("utf-8")
-    plain = prefix + struct.pack(">I", len(body)) + body + owner.encode("utf-8")
-    pad = 32 - len(plain) % 32
-    plain += bytes([pad]) * pad
-    return base64.b64encode(AES.new(key, AES.MODE_CBC, key[:16]).encrypt(plain)).decode()
-
-
-def _reference_decrypt(aes_key: str, encrypt: str) -> tuple[bytes, str, str, int]:
-    """(random prefix, message, owner key, pad) of ``encrypt``."""
-    key = _reference_key(aes_key)
-    plain = AES.new(key, AES.MODE_CBC, key[:16]).decrypt(base64.b64decode(encrypt))
-    pad = plain[-1]
-    assert 1 <= pad <= 32 and plain[-pad:] == bytes([pad]) * pad
-    plain = plain[:-pad]
-    (length,) = struct.unpack(">I", plain[16:20])
-    return plain[:16], plain[20 : 20 + length].decode("utf-8"), plain[20 + length :].decode(), pad
-
-
-def _reference_robot_sign(timestamp: str, secret: str) -> str:
-    mac = hmac.new(secret.encode(), (timestamp + "\n" + secret).encode(), hashlib.sha256)
-    return base64.b64encode(mac.digest()).decode()
-
-
 @pytest.fixture
 def crypto() -> EventCrypto:
     return EventCrypto(TOKEN, AES_KEY, OWNER)
@@ -87,14 +54,14 @@ def test_official_vector_encrypts_back_byte_for_byte(crypto: EventCrypto) -> Non
 
 
 def test_official_vector_reference_agrees() -> None:
-    assert _reference_signature(TOKEN, TIMESTAMP, NONCE, ENCRYPT) == SIGNATURE
-    assert _reference_decrypt(AES_KEY, ENCRYPT) == (PREFIX, PLAINTEXT, OWNER, 31)
+    assert reference_signature(TOKEN, TIMESTAMP, NONCE, ENCRYPT) == SIGNATURE
+    assert reference_decrypt(AES_KEY, ENCRYPT) == (PREFIX, PLAINTEXT, OWNER, 31)
 
 
 def test_a_16_byte_pkcs7_unpadder_rejects_the_official_vector() -> None:
     """Pad 31 is valid in DingTalk's 32-byte scheme and invalid for AES's own 16-byte PKCS#7,
     which is why dingsync unpads by hand."""
-    key = _reference_key(AES_KEY)
+    key = reference_key(AES_KEY)
     plain = AES.new(key, AES.MODE_CBC, key[:16]).decrypt(base64.b64decode(ENCRYPT))
     unpadder = padding.PKCS7(128).unpadder()
     with pytest.raises(ValueError):
@@ -104,7 +71,7 @@ def test_a_16_byte_pkcs7_unpadder_rejects_the_official_vector() -> None:
 def test_robot_vector() -> None:
     expected = "DJrE6qdyVGCQz9z5r2MDuNcNAhwYnuAkyj13cx169CA="
     assert robot_sign("1577262236757", "this is a secret") == expected
-    assert _reference_robot_sign("1577262236757", "this is a secret") == expected
+    assert reference_robot_sign("1577262236757", "this is a secret") == expected
 
 
 # -- dingsync and the reference agree on any message --------------------------------------
@@ -113,30 +80,30 @@ def test_robot_vector() -> None:
 def test_dingsync_and_the_reference_agree_both_ways(message: str, prefix: bytes) -> None:
     crypto = EventCrypto(TOKEN, AES_KEY, OWNER)
     ours = crypto.encrypt(message, random_prefix=prefix)
-    assert ours == _reference_encrypt(AES_KEY, message, OWNER, prefix)
-    assert _reference_decrypt(AES_KEY, ours)[1] == message
-    assert crypto.decrypt(_reference_encrypt(AES_KEY, message, OWNER, prefix)) == message
-    assert crypto.signature("1", "n", ours) == _reference_signature(TOKEN, "1", "n", ours)
+    assert ours == reference_encrypt(AES_KEY, message, OWNER, prefix)
+    assert reference_decrypt(AES_KEY, ours)[1] == message
+    assert crypto.decrypt(reference_encrypt(AES_KEY, message, OWNER, prefix)) == message
+    assert crypto.signature("1", "n", ours) == reference_signature(TOKEN, "1", "n", ours)
 
 
 def test_length_is_counted_in_utf8_bytes_not_characters(crypto: EventCrypto) -> None:
     """The official Python sample counts characters and breaks on Chinese text; the length
     field must be the UTF-8 byte count."""
     message = '{"EventType":"chat_update_title","title":"项目周报"}'
-    key = _reference_key(AES_KEY)
+    key = reference_key(AES_KEY)
     plain = AES.new(key, AES.MODE_CBC, key[:16]).decrypt(base64.b64decode(crypto.encrypt(message)))
     (length,) = struct.unpack(">I", plain[16:20])
     assert length == len(message.encode("utf-8")) != len(message)
-    assert _reference_decrypt(AES_KEY, crypto.encrypt(message))[1] == message
+    assert reference_decrypt(AES_KEY, crypto.encrypt(message))[1] == message
 
 
 def test_answer_decrypts_to_success_and_is_signed(crypto: EventCrypto) -> None:
     answer = crypto.answer(timestamp="1700000000000", nonce="abcd1234")
     assert answer["timeStamp"] == "1700000000000" and answer["nonce"] == "abcd1234"
-    assert answer["msg_signature"] == _reference_signature(
+    assert answer["msg_signature"] == reference_signature(
         TOKEN, "1700000000000", "abcd1234", answer["encrypt"]
     )
-    assert _reference_decrypt(AES_KEY, answer["encrypt"])[1:3] == ("success", OWNER)
+    assert reference_decrypt(AES_KEY, answer["encrypt"])[1:3] == ("success", OWNER)
 
 
 # -- rejections -------------------------------------------------------------------------
@@ -162,7 +129,7 @@ def test_undecodable_ciphertext_is_400(crypto: EventCrypto, encrypt: str, reason
 
 
 def test_bad_padding_is_400(crypto: EventCrypto) -> None:
-    key = _reference_key(AES_KEY)
+    key = reference_key(AES_KEY)
     plain = b"\x00" * 16 + struct.pack(">I", 2) + b"{}" + OWNER.encode() + b"\x00" * 22  # pad 0
     sealed = base64.b64encode(AES.new(key, AES.MODE_CBC, key[:16]).encrypt(plain)).decode()
     with pytest.raises(CallbackRejected, match="bad padding"):
@@ -182,7 +149,7 @@ def test_tampered_ciphertext_fails_the_signature_then_the_decryption(crypto: Eve
 
 
 def test_bad_length_field_is_400(crypto: EventCrypto) -> None:
-    key = _reference_key(AES_KEY)
+    key = reference_key(AES_KEY)
     plain = b"\x00" * 16 + struct.pack(">I", 10_000) + b"{}" + OWNER.encode()
     pad = 32 - len(plain) % 32
     plain += bytes([pad]) * pad

@@ -119,6 +119,13 @@ def _rejection(exc: CallbackRejected) -> CallbackAnswer:
     return CallbackAnswer(status=exc.status, body=exc.reason.encode("utf-8"), content_type=_TEXT)
 
 
+def _failed(ack: Ack) -> CallbackAnswer:
+    """A handler failure (code 500, or LATER from an error hook): a 5xx, which DingTalk
+    retries; the dedupe store has released the message so that the retry runs it again."""
+    status = ack.code if 500 <= ack.code <= 599 else 500
+    return CallbackAnswer(status=status, body=ack.message.encode("utf-8"), content_type=_TEXT)
+
+
 def _text(body: bytes) -> str:
     try:
         return body.decode("utf-8")
@@ -347,6 +354,8 @@ class CallbackApp:
             raise CallbackRejected(400, "robot message has no msgId")
         headers = Headers(message_id=f"http-{msg_id}", topic=Topic.CHATBOT, time=timestamp)
         ack = self._dispatch(Frame(type=FrameType.CALLBACK, headers=headers, data=text))
+        if ack.code != 200:
+            return _failed(ack)
         return CallbackAnswer(status=200, body=ack.data.encode("utf-8"))
 
     def _card(self, request: CallbackRequest) -> CallbackAnswer:
@@ -354,6 +363,8 @@ class CallbackApp:
         _json_object(text, "body")
         headers = Headers(message_id=_digest_id(text), topic=Topic.CARD_CALLBACK)
         ack = self._dispatch(Frame(type=FrameType.CALLBACK, headers=headers, data=text))
+        if ack.code != 200:
+            return _failed(ack)
         response = decode_json_object(ack.data, "ack").get("response")
         return CallbackAnswer(status=200, body=dumps(response or {}).encode("utf-8"))
 
@@ -382,10 +393,7 @@ class CallbackApp:
             ack = self._dispatch(_event_frame(event, plain), missing_ok=True)
             data = decode_json_object(ack.data, "ack")
             if ack.code != 200 or data.get("status") == "LATER":
-                # No encrypted success: DingTalk delivers the event again.
-                return CallbackAnswer(
-                    status=500, body=ack.message.encode("utf-8"), content_type=_TEXT
-                )
+                return _failed(ack)  # no encrypted success: DingTalk delivers it again
         answer = crypto.answer(timestamp=str(int(self._clock() * 1000)))
         return CallbackAnswer(status=200, body=dumps(answer).encode("utf-8"))
 
