@@ -20,6 +20,7 @@ from __future__ import annotations
 from .app import MAX_BODY, CallbackAnswer, CallbackApp, CallbackRequest
 from .cards import CARD_PARAM, CardAuth, UrlSecret
 from .crypto import CallbackRejected, EventCrypto, robot_sign, verify_robot_sign
+from .mounting import mount
 
 __all__ = [
     "CallbackApp",
@@ -31,6 +32,7 @@ __all__ = [
     "UrlSecret",
     "robot_sign",
     "verify_robot_sign",
+    "mount",
     "CARD_PARAM",
     "MAX_BODY",
 ]
