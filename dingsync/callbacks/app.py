@@ -38,7 +38,6 @@ import hashlib
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional
 from urllib.parse import parse_qsl
 
@@ -54,6 +53,8 @@ from .cards import CardAuth, UrlSecret
 from .crypto import CallbackRejected, EventCrypto, verify_robot_sign
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..api import ApiClient
 
 __all__ = ["CallbackApp", "CallbackRequest", "CallbackAnswer", "MAX_BODY"]
@@ -218,7 +219,7 @@ class CallbackApp:
         )
         self.dedupe: DedupeStore = dedupe if dedupe is not None else MemoryDedupeStore()
         self._deduper: Deduper[None] = Deduper(self.dedupe)
-        self.api = api if api is not None else _default_api(credentials, endpoints)
+        self._api: Any = api if api is not None else _ApiOnFirstUse(credentials, endpoints)
         self.max_body = max_body
         self.robot_tolerance = robot_tolerance
         self._clock = clock
@@ -417,7 +418,7 @@ class CallbackApp:
             ctx = Context(
                 frame=frame,
                 message=payload,
-                api=self.api,
+                api=self._api,
                 redelivered=claim.attempt > 1,
                 post=self._poster,
             )
@@ -450,6 +451,8 @@ class CallbackApp:
     def _run_later(self, route: Route, payload: Any, ctx: Context) -> None:
         with self._lock:
             if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._executor = ThreadPoolExecutor(
                     self._receipt_threads, thread_name_prefix="dingsync-receipt"
                 )
@@ -499,6 +502,13 @@ class CallbackApp:
         """Requests being answered plus receipt handlers still running."""
         with self._lock:
             return self._busy
+
+    @property
+    def api(self) -> ApiClient:
+        """The ApiClient handlers get as ``ctx.api`` (the default one is made here, on first
+        use)."""
+        api = self._api
+        return api.get() if isinstance(api, _ApiOnFirstUse) else api  # type: ignore[no-any-return]
 
     def stats(self) -> Dict[str, int]:
         """Counters since start: requests, rejected, handled, handler_errors, duplicates,
@@ -551,9 +561,32 @@ def _event_frame(event: Mapping[str, Any], plain: str) -> Frame:
     return Frame(type=FrameType.EVENT, headers=headers, data=dumps(data))
 
 
-def _default_api(credentials: Credentials, endpoints: Optional[Endpoints]) -> ApiClient:
-    from ..api import ApiClient
+class _ApiOnFirstUse:
+    """Stands in for ``ctx.api`` until a handler touches it, then is the ApiClient.
 
-    return ApiClient(
-        credentials, endpoints=endpoints if endpoints is not None else Endpoints.from_env()
-    )
+    Importing requests is about a third of a cold start, and a function that only answers
+    events may never call the OpenAPI; DingTalk wants the first answer within 1500 ms.
+    """
+
+    def __init__(self, credentials: Credentials, endpoints: Optional[Endpoints]) -> None:
+        self._args = (credentials, endpoints)
+        self._client: Optional[ApiClient] = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ApiClient:
+        with self._lock:
+            if self._client is None:
+                from ..api import ApiClient
+
+                credentials, endpoints = self._args
+                self._client = ApiClient(
+                    credentials,
+                    endpoints=endpoints if endpoints is not None else Endpoints.from_env(),
+                )
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+    def __repr__(self) -> str:
+        return f"<ApiClient for {self._args[0].client_id!r}, made on first use>"

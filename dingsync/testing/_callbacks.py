@@ -59,7 +59,9 @@ class HttpDelivery:
     ``kind`` is ``chatbot``, ``event`` or ``card``; ``payload`` the JSON as sent before
     encryption (an event's plaintext); ``state`` ``queued``, ``answered`` (the answer was
     right), ``failed`` (it was not; ``problem`` says why) or ``retrying``. ``status``,
-    ``answer`` and ``latency`` (seconds) describe the last attempt.
+    ``answer`` and ``latency`` (seconds) describe the last attempt; ``queued_at`` and
+    ``finished_at`` are ``time.monotonic()`` readings (when it was pushed, when its last
+    attempt ended), for measuring.
     """
 
     message_id: str
@@ -72,6 +74,8 @@ class HttpDelivery:
     answer: bytes = attrs.field(default=b"", repr=False)
     latency: Optional[float] = None
     problem: Optional[str] = None
+    queued_at: float = attrs.field(factory=time.monotonic, repr=False)
+    finished_at: Optional[float] = attrs.field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -377,6 +381,7 @@ class HttpDeliveryMixin:
             delivery.attempts += 1
             delivery.status, delivery.answer, delivery.latency = status, answer, latency
             delivery.problem = problem
+            delivery.finished_at = time.monotonic()
             if problem is None:
                 delivery.state = "answered"
             elif after is not None:

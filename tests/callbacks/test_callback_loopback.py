@@ -71,6 +71,24 @@ def test_robot_message_over_http_runs_the_handler_and_the_reply_lands(
     assert fake.violations == [] and fake.pushes == []  # nothing went over the websocket
 
 
+def test_reply_falls_back_to_the_openapi_when_the_session_webhook_expired(
+    fake: FakeDingTalk, serve: Callable[[WSGI], str]
+) -> None:
+    """The same reply fallback as in Stream mode: ctx.api (made on first use) sends it."""
+    route = dingsync.Router()
+
+    @route.chatbot
+    def late(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
+        fake.expire_session(msg.msg_id)
+        ctx.reply_text("through the OpenAPI")
+
+    fake.register_callback_url(serve(app_for(fake, route)))
+    assert fake.wait_for_delivery(fake.push_chatbot("late", conversation_type="2")).ok
+    (sent,) = fake.sent
+    assert "through the OpenAPI" in json.dumps(sent.msg_param, ensure_ascii=False)
+    assert fake.replies == []
+
+
 def test_encrypted_event_over_http_runs_the_handler_and_answers_success(
     fake: FakeDingTalk, serve: Callable[[WSGI], str]
 ) -> None:
