@@ -26,7 +26,7 @@ from . import _report
 from ._context import BenchContext
 from ._emulator import BenchError
 from ._results import Row
-from .figures import blocking, cron, footprint, reconnect, throughput, zombie
+from .figures import blocking, callbacks, cron, footprint, reconnect, throughput, zombie
 
 FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "throughput": throughput.run,
@@ -35,6 +35,7 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "zombie": zombie.run,
     "footprint": footprint.run,
     "cron": cron.run,
+    "callbacks": callbacks.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -83,14 +83,14 @@ def build_app(environ: Optional[Mapping[str, str]] = None) -> CallbackApp:
         client = redis.Redis.from_url(redis_url)
         dedupe = dingsync.RedisDedupeStore(client)
         cache = dingsync.RedisTokenCache(client)
-    endpoints = dingsync.Endpoints.from_env(env)
     return CallbackApp(
         route,
         credentials,
         event_token=env.get("DINGTALK_EVENT_TOKEN"),
         event_aes_key=env.get("DINGTALK_EVENT_AES_KEY"),
         dedupe=dedupe,
-        api=dingsync.ApiClient(credentials, endpoints=endpoints, token_cache=cache),
+        endpoints=dingsync.Endpoints.from_env(env),
+        token_cache=cache,  # the ApiClient is made when a handler first needs it
     )
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from ..api import ApiClient
+    from ..tokens import TokenCache
 
 __all__ = ["CallbackApp", "CallbackRequest", "CallbackAnswer", "MAX_BODY"]
 
@@ -166,6 +167,9 @@ class CallbackApp:
         api: the ApiClient handed to handlers as ``ctx.api``; by default one on the same
             credentials and ``endpoints`` (nothing connects until a handler uses it).
         endpoints: API base URLs (default: ``Endpoints.from_env()``).
+        token_cache: where the default ApiClient keeps its access token; in a serverless
+            function a ``FileTokenCache`` in ``/tmp`` or a ``RedisTokenCache``, since module
+            globals do not survive reliably between invocations.
         max_body: the largest body accepted, in bytes (413 above).
         robot_tolerance: how far a robot message's timestamp may be from now, in seconds.
         receipt_threads: threads that run ``ack="receipt"`` handlers after the answer.
@@ -191,6 +195,7 @@ class CallbackApp:
         dedupe: Optional[DedupeStore] = None,
         api: Optional[ApiClient] = None,
         endpoints: Optional[Endpoints] = None,
+        token_cache: Optional[TokenCache] = None,
         max_body: int = MAX_BODY,
         robot_tolerance: float = 3600.0,
         receipt_threads: int = 8,
@@ -219,7 +224,9 @@ class CallbackApp:
         )
         self.dedupe: DedupeStore = dedupe if dedupe is not None else MemoryDedupeStore()
         self._deduper: Deduper[None] = Deduper(self.dedupe)
-        self._api: Any = api if api is not None else _ApiOnFirstUse(credentials, endpoints)
+        self._api: Any = (
+            api if api is not None else _ApiOnFirstUse(credentials, endpoints, token_cache)
+        )
         self.max_body = max_body
         self.robot_tolerance = robot_tolerance
         self._clock = clock
@@ -568,8 +575,13 @@ class _ApiOnFirstUse:
     events may never call the OpenAPI; DingTalk wants the first answer within 1500 ms.
     """
 
-    def __init__(self, credentials: Credentials, endpoints: Optional[Endpoints]) -> None:
-        self._args = (credentials, endpoints)
+    def __init__(
+        self,
+        credentials: Credentials,
+        endpoints: Optional[Endpoints],
+        token_cache: Optional[TokenCache],
+    ) -> None:
+        self._args = (credentials, endpoints, token_cache)
         self._client: Optional[ApiClient] = None
         self._lock = threading.Lock()
 
@@ -578,10 +590,11 @@ class _ApiOnFirstUse:
             if self._client is None:
                 from ..api import ApiClient
 
-                credentials, endpoints = self._args
+                credentials, endpoints, cache = self._args
                 self._client = ApiClient(
                     credentials,
                     endpoints=endpoints if endpoints is not None else Endpoints.from_env(),
+                    token_cache=cache,
                 )
             return self._client
 
