@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import types
 from pathlib import Path
 from typing import Dict
 
 import pytest
+from test_readme import _python_block as _block
 
 from dingsync.callbacks import CallbackApp
 from dingsync.testing import FakeDingTalk
-
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-
-
-def _block(first_line: str) -> str:
-    for block in re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL):
-        if block.startswith(first_line):
-            return str(block)
-    raise AssertionError(f"README has no python block starting with {first_line!r}")
 
 
 def _module(name: str, first_line: str, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:

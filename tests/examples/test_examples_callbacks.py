@@ -4,28 +4,17 @@ serverless_fc (Function Compute's WSGI entry point) and flask_app (callbacks und
 from __future__ import annotations
 
 import doctest
-import importlib
 import json
-import sys
 import urllib.request
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
+from test_examples_receive import load
 
 import dingsync
 from dingsync.testing import FakeDingTalk
 from dingworker.http import HttpServer
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(name: str) -> ModuleType:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module(f"examples.{name}")
-
 
 serverless_fc = load("serverless_fc")
 flask_app = load("flask_app")
