@@ -38,6 +38,7 @@ import hashlib
 import logging
 import threading
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional
 from urllib.parse import parse_qsl
 
@@ -67,19 +68,6 @@ MAX_BODY = 256 * 1024
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _EVENT_ENVELOPE = ("EventType", "TimeStamp", "CorpId", "EventId")
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 @attrs.frozen(kw_only=True)
@@ -114,7 +102,7 @@ class CallbackAnswer:
     @property
     def status_line(self) -> str:
         """``"200 OK"``, as WSGI's ``start_response`` wants it."""
-        return f"{self.status} {_REASONS.get(self.status, 'Unknown')}"
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
 
 
 def _rejection(exc: CallbackRejected) -> CallbackAnswer:

@@ -216,8 +216,13 @@ class HttpDeliveryMixin:
             kind = "card"
         else:
             return None
-        frame = json.loads(p.text)
-        data = json.loads(frame.get("data") or "{}")
+        try:
+            frame = json.loads(p.text)
+            data = json.loads(frame.get("data") or "{}")
+        except (ValueError, AttributeError, TypeError):
+            return None  # a hand-made frame that is not a callback: the websocket gets it
+        if not isinstance(data, dict):
+            return None
         url = self._callback_url
         if kind == "event":
             headers = frame.get("headers", {})
