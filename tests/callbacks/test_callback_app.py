@@ -457,7 +457,7 @@ def test_wsgi_refuses_a_large_content_length_without_reading_it(
     environ = _environ(robot_request(), CONTENT_LENGTH=str(10**9), **{"wsgi.input": Unreadable()})
     started: List[str] = []
     app(environ, lambda status, headers: started.append(status))
-    assert started == ["413 Payload Too Large"] and rec.calls == []
+    assert [s[:4] for s in started] == ["413 "] and rec.calls == []
 
 
 def test_wsgi_chunked_body_over_the_limit_is_413(rec: Recorder) -> None:
