@@ -48,7 +48,7 @@ from ..config import Credentials, Endpoints
 from ..context import Context, WebhookPoster
 from ..errors import ConfigurationError, ProtocolError
 from ..frames import Ack, Frame, FrameType, Headers, Topic, decode_json_object, dumps
-from ..routing import AckPolicy, Route, Router
+from ..routing import AckPolicy, Route, RouteKind, Router
 from ..stream.dedupe import NEW, Deduper, DedupeStore, MemoryDedupeStore
 from .cards import CardAuth, UrlSecret
 from .crypto import CallbackRejected, EventCrypto, verify_robot_sign
@@ -65,6 +65,8 @@ log = logging.getLogger("dingsync.callbacks")
 
 #: The largest request body accepted (413 above it); DingTalk's callbacks are a few KiB.
 MAX_BODY = 256 * 1024
+#: How long DingTalk waits for an event's answer, in seconds.
+EVENT_DEADLINE = 1.5
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 _EVENT_ENVELOPE = ("EventType", "TimeStamp", "CorpId", "EventId")
@@ -422,7 +424,17 @@ class CallbackApp:
                 self._deduper.remember(key, ack)
                 self._run_later(route, payload, ctx)
                 return ack
+            started = self._clock()
             ack = self.router.invoke(route, payload, ctx)
+            took = self._clock() - started
+            if route.kind == RouteKind.EVENT and took > EVENT_DEADLINE:
+                log.warning(
+                    "event handler %s took %.1f s; DingTalk waits %.1f s for the answer and "
+                    "then delivers the event again: declare it ack='receipt' or hand work on",
+                    route.name,
+                    took,
+                    EVENT_DEADLINE,
+                )
             self._deduper.remember(key, ack)
             self._finished(ack)
             return ack

@@ -221,6 +221,21 @@ def test_receipt_event_route_answers_first() -> None:
     assert app.close(timeout=5) and done.is_set()
 
 
+def test_an_event_handler_slower_than_dingtalk_waits_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    route = dingsync.Router()
+    route.event()(lambda ev: None)
+    ticks = iter(range(0, 100, 2))  # each reading of the app's clock is 2 s later
+    answer = make_app(route, clock=lambda: NOW_MS / 1000 + next(ticks)).handle(
+        event_request({"EventType": "user_add_org"})
+    )
+    assert success_of(answer) == "success"
+    assert any(
+        "took 2.0 s" in r.getMessage() and "ack='receipt'" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_chinese_event_text_decrypts(rec: Recorder, app: CallbackApp) -> None:
     plain = {"EventType": "user_add_org", "name": "张三", "dept": "研发部"}
     assert success_of(app.handle(event_request(plain))) == "success"
