@@ -112,3 +112,12 @@ def test_bad_http_options_exit_2_with_one_line(
 def test_max_runtime_http_worker_exits_0() -> None:
     result = _invoke(["--http", "127.0.0.1:0", "--max-runtime", "0.3", "dw_http_app:route"])
     assert result.exit_code == 0, result.stderr
+
+
+def test_health_port_serves_probes_beside_the_http_worker() -> None:
+    result = _invoke(
+        ["--http", "127.0.0.1:0", "--health-port", "0", "--max-runtime", "0.3", "dw_http_app:route"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "health on http://127.0.0.1:" in result.stderr
+    assert "HTTP callbacks (robot messages) on http://127.0.0.1:" in result.stderr
