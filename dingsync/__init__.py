@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .callbacks import CallbackApp
     from .config import Credentials, Endpoints, ReconnectPolicy, StreamConfig
     from .context import Context
+    from .dedupe import MemoryDedupeStore, RedisDedupeStore
     from .errors import (
         ApiError,
         AuthError,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .frames import Ack, Frame, Headers
     from .models import CardCallback, CardResponse, ChatbotMessage, Event
     from .routing import Router
-    from .stream import MemoryDedupeStore, RedisDedupeStore, StreamClient
+    from .stream import StreamClient
     from .tokens import FileTokenCache, MemoryTokenCache, RedisTokenCache
 
 __all__ = [
@@ -88,8 +89,8 @@ _LOCATIONS = {
     "Router": "routing",
     "Context": "context",
     "StreamClient": "stream",
-    "MemoryDedupeStore": "stream",
-    "RedisDedupeStore": "stream",
+    "MemoryDedupeStore": "dedupe",
+    "RedisDedupeStore": "dedupe",
     "CallbackApp": "callbacks",
     "StreamConfig": "config",
     "ReconnectPolicy": "config",

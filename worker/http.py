@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import dingsync
 from dingsync.callbacks import CallbackApp
-from dingsync.stream import DedupeStore
+from dingsync.dedupe import DedupeStore
 
 from .cli import Outcome, _UsageError
 from .health import HealthServer, HealthSource, render_metrics

@@ -46,10 +46,10 @@ import attrs
 
 from ..config import Credentials, Endpoints
 from ..context import Context, WebhookPoster
+from ..dedupe import NEW, Deduper, DedupeStore, MemoryDedupeStore
 from ..errors import ConfigurationError, ProtocolError
 from ..frames import Ack, Frame, FrameType, Headers, Topic, decode_json_object, dumps
 from ..routing import AckPolicy, Route, RouteKind, Router
-from ..stream.dedupe import NEW, Deduper, DedupeStore, MemoryDedupeStore
 from .cards import CardAuth, UrlSecret
 from .crypto import CallbackRejected, EventCrypto, verify_robot_sign
 

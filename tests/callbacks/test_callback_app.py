@@ -29,7 +29,7 @@ from callback_requests import (
 
 import dingsync
 from dingsync.callbacks import CallbackAnswer, CallbackApp, CallbackRequest
-from dingsync.stream import MemoryDedupeStore
+from dingsync.dedupe import MemoryDedupeStore
 
 
 class Recorder:
