@@ -121,3 +121,4 @@ def test_callbacks_figure_runs_alone(tmp_path: Path) -> None:
     raw = json.loads(saved.read_text())["raw"]["callbacks"]
     assert min(raw["rates"]["chatbot"] + raw["rates"]["event"]) > 0
     assert len(raw["cold_start_ms"]) == 3 and len(raw["fc_cold_start_ms"]) == 3
+    assert min(raw["cold_start_cpu_ms"] + raw["fc_cold_start_cpu_ms"]) > 0
