@@ -26,7 +26,17 @@ from . import _report
 from ._context import BenchContext
 from ._emulator import BenchError
 from ._results import Row
-from .figures import blocking, cron, footprint, idle, reconnect, stalls, throughput, zombie
+from .figures import (
+    blocking,
+    callbacks,
+    cron,
+    footprint,
+    idle,
+    reconnect,
+    stalls,
+    throughput,
+    zombie,
+)
 
 FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "throughput": throughput.run,
@@ -37,6 +47,7 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "cron": cron.run,
     "idle": idle.run,
     "stalls": stalls.run,
+    "callbacks": callbacks.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -529,6 +529,22 @@ def _start_emulator() -> Any:
     is_flag=True,
     help="Run against an in-process DingTalk emulator and print how to message the bot.",
 )
+@click.option(
+    "--http",
+    "http_address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Receive DingTalk's HTTP callbacks (robot messages, events, card clicks) on this "
+    "address instead of the Stream websocket, with /healthz and /metrics beside them. Events "
+    "need DINGTALK_EVENT_TOKEN and DINGTALK_EVENT_AES_KEY; card clicks "
+    "DINGTALK_CARD_CALLBACK_SECRET.",
+)
+@click.option(
+    "--stream",
+    "also_stream",
+    is_flag=True,
+    help="With --http: also run the Stream client in this process, on the same Router.",
+)
 @click.version_option(dingsync.__version__, prog_name="dingworker")
 def main(
     app: str,
@@ -547,6 +563,8 @@ def main(
     log_level: str,
     log_format: str,
     emulator: bool,
+    http_address: Optional[str] = None,
+    also_stream: bool = False,
 ) -> None:
     """Run the dingsync Router named by APP ("module:attr", e.g. myapp.handlers:route).
 
@@ -566,6 +584,11 @@ def main(
     except dingsync.ConfigurationError as exc:
         raise _UsageError(str(exc)) from None
     dedupe_store = build_dedupe_store(dedupe, ttl=config.dedupe_ttl)
+    serve: Any = run_worker
+    if http_address is not None or also_stream:
+        from .http import http_runner
+
+        serve = http_runner(http_address, stream=also_stream)
 
     fake: Any = None
     if emulator:
@@ -586,7 +609,7 @@ def main(
     try:
         with configure_logging(log_level, log_format), _quiet_emulator(fake, log_level):
             log.info("dedupe: %s", _describe_dedupe(dedupe))
-            outcome = run_worker(
+            outcome = serve(
                 router,
                 credentials=credentials,
                 endpoints=endpoints,

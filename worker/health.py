@@ -77,6 +77,28 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
         "gauge",
         "Seconds since the last frame or pong.",
     ),
+    # dingworker --http: the callback app's counters.
+    ("callbacks_requests", "dingsync_callbacks_requests_total", "counter", "HTTP requests."),
+    (
+        "callbacks_rejected",
+        "dingsync_callbacks_rejected_total",
+        "counter",
+        "HTTP requests refused (4xx) before any handler ran.",
+    ),
+    ("callbacks_handled", "dingsync_callbacks_handled_total", "counter", "Callbacks handled."),
+    (
+        "callbacks_handler_errors",
+        "dingsync_callbacks_handler_errors_total",
+        "counter",
+        "Callback handlers that raised.",
+    ),
+    (
+        "callbacks_duplicates",
+        "dingsync_callbacks_duplicates_total",
+        "counter",
+        "Callbacks delivered again and answered without running the handler.",
+    ),
+    ("callbacks_in_flight", "dingsync_callbacks_in_flight", "gauge", "Callbacks being handled."),
 )
 
 

@@ -250,6 +250,37 @@ class CardsApi:
             models["imSingleOpenDeliverModel"] = {}
         return models
 
+    def register_callback(
+        self, route_key: str, url: str, api_secret: str, *, force_update: bool = False
+    ) -> None:
+        """Register the URL that clicks on cards created with ``callback_type="HTTP"`` and
+        ``callback_route_key=route_key`` are POSTed to (``POST /v1.0/card/callbacks/register``).
+
+        DingTalk does not publish how it signs those requests with ``api_secret``; a
+        :class:`dingsync.callbacks.CallbackApp` authenticates them by the secret in ``url``
+        (``app.card_url(base)``). ``force_update`` replaces a URL registered before.
+
+        Example:
+            >>> api.cards.register_callback(  # doctest: +SKIP
+            ...     "orders", app.card_url("https://fc.example.com/"), api_secret)
+            >>> api.cards.create("tpl.schema", "order-42", {"status": "new"},  # doctest: +SKIP
+            ...     callback_type="HTTP", callback_route_key="orders")
+
+        Raises:
+            ConfigurationError: an argument is empty or ``url`` is not http(s).
+        """
+        if not route_key or not api_secret:
+            raise ConfigurationError("route_key and api_secret must be non-empty")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"the card callback url must be http(s), got {url[:8]!r}...")
+        body = {
+            "callbackRouteKey": route_key,
+            "callbackUrl": url,
+            "apiSecret": api_secret,
+            "forceUpdate": force_update,
+        }
+        self._http.api("POST", "/v1.0/card/callbacks/register", json=body, idempotent=True)
+
     def create(
         self,
         template_id: str,

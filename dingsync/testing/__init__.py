@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from . import payloads
+from ._callbacks import HttpDelivery
 from ._fake import Failure, FakeDingTalk
 from ._http import Request, Response
 from ._openapi import (
@@ -50,6 +51,7 @@ __all__ = [
     "Redelivery",
     "Reply",
     "Subscription",
+    "HttpDelivery",
     # OpenAPI recordings (fake.sent, fake.cards, fake.webhook_messages, ...)
     "SentMessage",
     "CardInstance",
