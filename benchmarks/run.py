@@ -45,9 +45,9 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "zombie": zombie.run,
     "footprint": footprint.run,
     "cron": cron.run,
+    "callbacks": callbacks.run,
     "idle": idle.run,
     "stalls": stalls.run,
-    "callbacks": callbacks.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

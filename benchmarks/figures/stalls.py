@@ -1,4 +1,4 @@
-"""Figure 8: the gateway stops reading in the middle of a burst.
+"""Figure 9: the gateway stops reading in the middle of a burst.
 
 The emulator stops reading the client's socket (``fake.stall()``: no pongs, acks no longer
 taken) 5 ms after it starts pushing a 5,000-frame burst, while the client is writing acks.
@@ -65,7 +65,7 @@ def run(ctx: BenchContext) -> List[Row]:
     skipped = "" if ctx.zombie_default_dead_after else "skipped in --quick; "
     return [
         Row(
-            "8",
+            "9",
             "Peer stops reading mid-burst: connection replaced after, default settings",
             "s",
             dingsync=summarize(samples.get("dingsync/dead_after=default", [])),
@@ -75,7 +75,7 @@ def run(ctx: BenchContext) -> List[Row]:
             note=f"{skipped}one run each (≈ 1 min for the official SDK)",
         ),
         Row(
-            "8",
+            "9",
             "Peer stops reading mid-burst: connection replaced after, dingsync dead_after=2",
             "s",
             dingsync=summarize(samples.get("dingsync/dead_after=2.0", [])),
