@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from ._extras import missing_extra
 from ._version import __version__
 from .config import Credentials, Endpoints
 from .errors import ConfigurationError, DingSyncError, TransportError
@@ -260,9 +261,7 @@ def emulator(
     try:
         from .testing import FakeDingTalk
     except ImportError as exc:
-        raise ConfigurationError(
-            f"the emulator needs the testing extra: pip install 'dingsync[testing]' ({exc})"
-        ) from exc
+        raise ConfigurationError(missing_extra("the emulator", "testing", exc)) from exc
 
     def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # docker stop / systemd send SIGTERM: stop cleanly as on Ctrl-C

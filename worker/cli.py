@@ -7,7 +7,8 @@ Example::
     $ dingworker --emulator examples.calc:route      # no DingTalk account needed
 
 The command is the application, so it alone configures logging; the library only logs. It uses
-nothing but dingsync's public API, like any other program would.
+nothing but dingsync's public API, like any other program would (and dingsync's install hints
+for a missing extra).
 
 Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
 stream client fails for good (``--give-up-after`` passed without a connection), when handlers
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 import click
 
 import dingsync
+from dingsync._extras import missing_extra
 from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
 from dingsync.stream import DedupeStore
@@ -277,10 +279,8 @@ def build_dedupe_store(spec: str, *, ttl: float = 600.0) -> Optional[DedupeStore
         )
     try:
         import redis
-    except ImportError:
-        raise _UsageError(
-            "--dedupe redis://... needs the redis package: pip install 'dingsync[redis]'"
-        ) from None
+    except ImportError as exc:
+        raise _UsageError(missing_extra("--dedupe redis://...", "redis", exc)) from None
     try:
         client = redis.Redis.from_url(spec)
     except ValueError as exc:  # the message quotes no password: redis-py names the bad part
@@ -406,9 +406,7 @@ def _start_emulator() -> Any:
     try:
         from dingsync.testing import FakeDingTalk
     except ImportError as exc:
-        raise _UsageError(
-            f"--emulator needs the testing extra ({exc}): pip install 'dingsync[testing]'"
-        ) from None
+        raise _UsageError(missing_extra("--emulator", "testing", exc)) from None
     fake = FakeDingTalk().start()
     base = fake.api_base
     # Machine-readable first, for scripts (and `make demo`) that drive the emulator.
