@@ -41,6 +41,7 @@ from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
 from dingsync.stream import DedupeStore
 
+from .emulator import quiet_emulator, start_emulator
 from .health import HealthServer, HealthSource
 from .signals import ShutdownRequest, capture_signals
 
@@ -56,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger("dingworker")
 
-EMULATOR_LINE_PREFIX = "DINGSYNC_EMULATOR="
 _TICK = 0.05  # how often the main thread looks at the shutdown request and the client
 _HARD_STOP_TIMEOUT = 2.0
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -249,9 +249,11 @@ def configure_logging(
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a DeprecationWarning is a log line too, in the same format
     try:
         yield handler
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.flush()
@@ -448,44 +450,6 @@ def _exit(outcome: Outcome) -> None:
     os._exit(outcome.code)
 
 
-@contextmanager
-def _quiet_emulator(fake: Any, log_level: str) -> Iterator[None]:
-    # The emulator's own connection chatter would bury the bot's log lines; --log-level debug
-    # shows it.
-    logger = logging.getLogger("dingsync.testing")
-    previous = logger.level
-    if fake is not None and log_level.lower() != "debug":
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def _start_emulator() -> Any:
-    try:
-        from dingsync.testing import FakeDingTalk
-    except ImportError as exc:
-        raise _UsageError(missing_extra("--emulator", "testing", exc)) from None
-    fake = FakeDingTalk().start()
-    base = fake.api_base
-    # Machine-readable first, for scripts (and `make demo`) that drive the emulator.
-    click.echo(f"{EMULATOR_LINE_PREFIX}{base}")
-    sys.stdout.flush()
-    click.echo(
-        "dingworker: running against a local DingTalk emulator (nothing leaves this machine).\n"
-        "  send the bot a message:\n"
-        f"    curl -s -X POST {base}/_emulator/chatbot -H 'Content-Type: application/json' "
-        """-d '{"text": "1+1"}'\n"""
-        "  see its replies:\n"
-        f"    curl -s {base}/_emulator/replies\n"
-        f"  also: POST {base}/_emulator/event, POST {base}/_emulator/card_callback, "
-        f"GET {base}/_emulator/acks",
-        err=True,
-    )
-    return fake
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("app", metavar="APP")
 @click.option(
@@ -623,11 +587,9 @@ def main(
         raise _UsageError(str(exc)) from None
     dedupe_store = build_dedupe_store(dedupe, ttl=config.dedupe_ttl)
 
-    fake: Any = None
-    if emulator:
-        fake = _start_emulator()
-        credentials, endpoints = fake.credentials, fake.endpoints
-    else:
+    credentials: Optional[dingsync.Credentials] = None
+    endpoints: Optional[dingsync.Endpoints] = None
+    if not emulator:
         if not client_id or not client_secret:
             raise _UsageError(
                 "missing credentials: set DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET "
@@ -639,8 +601,15 @@ def main(
         except dingsync.ConfigurationError as exc:
             raise _UsageError(str(exc)) from None
 
+    fake: Any = None
     try:
-        with configure_logging(log_level, log_format), _quiet_emulator(fake, log_level):
+        # The emulator starts under the configured logging, so that with --log-format json
+        # everything on stderr is JSON.
+        with configure_logging(log_level, log_format), quiet_emulator(emulator, log_level):
+            if emulator:
+                fake = start_emulator(router, log_format)
+                credentials, endpoints = fake.credentials, fake.endpoints
+            assert credentials is not None
             log.info("dedupe: %s", _describe_dedupe(dedupe))
             outcome = run_worker(
                 router,
@@ -653,6 +622,8 @@ def main(
                 health_host=health_host,
                 dedupe=dedupe_store,
             )
+    except dingsync.ConfigurationError as exc:  # a busy --health-port, a missing extra
+        raise _UsageError(str(exc)) from None
     finally:
         if fake is not None:
             fake.stop()
