@@ -38,6 +38,15 @@ from ._records import (
     Reply,
     Subscription,
 )
+from .builders import (
+    callback_frame,
+    card_callback,
+    card_callback_frame,
+    chatbot_frame,
+    chatbot_message,
+    event,
+    event_frame,
+)
 
 if TYPE_CHECKING:
     from ._fake import Failure, FakeDingTalk
@@ -48,6 +57,14 @@ __all__ = [
     "Request",
     "Response",
     "payloads",
+    # offline builders: frames for route.dispatch, typed payloads for handler functions
+    "chatbot_frame",
+    "chatbot_message",
+    "event_frame",
+    "event",
+    "card_callback_frame",
+    "card_callback",
+    "callback_frame",
     "AckFrame",
     "Connection",
     "OpenRequest",
