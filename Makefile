@@ -31,8 +31,25 @@ test-oldest:
 	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis]'
 	.venv-oldest/bin/pytest -q
 
-demo: $(STAMP)
-	$(BIN)/python -m dingworker.demo
+# The demo needs only dingsync and its testing extra (the emulator), not the development tools:
+# a venv that `make test` prepared will do, otherwise this installs just those, with progress.
+DEMO_STAMP := $(VENV)/.demo-installed
+
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt setup.cfg ] && [ $(STAMP) -nt pyproject.toml ]; then \
+		touch $@; \
+	else \
+		echo "==> creating $(VENV) for the demo (make test adds the development tools later)" && \
+		$(PY) -m venv $(VENV) && \
+		echo "==> installing dingsync and its testing extra (the emulator) into $(VENV)" && \
+		$(BIN)/pip install --disable-pip-version-check -e '.[testing]' && \
+		touch $@; \
+	fi
+
+demo: $(DEMO_STAMP)
+	@echo "==> running the calculator bot under dingworker --emulator"
+	@$(BIN)/python -m dingworker.demo
+	@echo "==> the commands are in $(BIN)/, e.g. $(BIN)/dingworker --emulator examples.echo:route"
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
