@@ -33,6 +33,9 @@ test-oldest:
 
 # The demo needs only dingsync and its testing extra (the emulator), not the development tools:
 # a venv that `make test` prepared will do, otherwise this installs just those, with progress.
+# When python3 has a pip that can install into another environment (pip --python, pip >= 22.3),
+# that pip fills the new venv: bootstrapping a pip inside it would take longer than the rest.
+# Nothing is byte-compiled ahead (--no-compile): the demo compiles only what it imports.
 DEMO_STAMP := $(VENV)/.demo-installed
 
 $(DEMO_STAMP): setup.cfg pyproject.toml
@@ -40,9 +43,14 @@ $(DEMO_STAMP): setup.cfg pyproject.toml
 		touch $@; \
 	else \
 		echo "==> creating $(VENV) for the demo (make test adds the development tools later)" && \
-		$(PY) -m venv $(VENV) && \
+		$(PY) -m venv --without-pip $(VENV) && \
+		if $(PY) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
+			pip="$(PY) -m pip --python $(BIN)/python"; \
+		else \
+			$(BIN)/python -m ensurepip --default-pip >/dev/null && pip="$(BIN)/pip"; \
+		fi && \
 		echo "==> installing dingsync and its testing extra (the emulator) into $(VENV)" && \
-		$(BIN)/pip install --disable-pip-version-check -e '.[testing]' && \
+		$$pip install --disable-pip-version-check --no-compile pip -e '.[testing]' && \
 		touch $@; \
 	fi
 

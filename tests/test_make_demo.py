@@ -20,14 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make and sh")
 
-# `python3 -m venv DIR` makes DIR/bin/pip and DIR/bin/python, which log their argv.
+# `python3 -m venv [--without-pip] DIR` makes DIR/bin/pip and DIR/bin/python, which log their
+# argv; `python3 -m pip` works unless NO_HOST_PIP is set (a python3 without pip).
 FAKE_PYTHON = """#!/bin/sh
 echo "python3 $*" >> "$CALLS"
+if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ -n "$NO_HOST_PIP" ]; then
+    exit 1
+fi
 if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
-    mkdir -p "$3/bin"
+    for last in "$@"; do :; done
+    mkdir -p "$last/bin"
     for tool in pip python; do
-        printf '#!/bin/sh\\necho "%s $*" >> "$CALLS"\\n' "$tool" > "$3/bin/$tool"
-        chmod +x "$3/bin/$tool"
+        printf '#!/bin/sh\\necho "%s $*" >> "$CALLS"\\n' "$tool" > "$last/bin/$tool"
+        chmod +x "$last/bin/$tool"
     done
 fi
 """
@@ -46,8 +51,11 @@ def clone(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def make_demo(clone: Path) -> tuple[str, List[str]]:
+def make_demo(clone: Path, host_pip: bool = True) -> tuple[str, List[str]]:
     env = dict(os.environ, CALLS=str(clone / "calls.log"))
+    env.pop("NO_HOST_PIP", None)
+    if not host_pip:
+        env["NO_HOST_PIP"] = "1"
     done = subprocess.run(
         ["make", "demo", f"PY={clone / 'fake-python3'}"],
         cwd=clone,
@@ -61,15 +69,30 @@ def make_demo(clone: Path) -> tuple[str, List[str]]:
     return done.stdout, calls
 
 
+INSTALL = "install --disable-pip-version-check --no-compile pip -e .[testing]"
+
+
 def test_fresh_clone_installs_only_the_testing_extra_and_shows_each_step(clone: Path) -> None:
     out, calls = make_demo(clone)
     assert calls == [
-        "python3 -m venv .venv",
-        "pip install --disable-pip-version-check -e .[testing]",
+        "python3 -m venv --without-pip .venv",
+        "python3 -m pip --python .venv/bin/python --version",
+        f"python3 -m pip --python .venv/bin/python {INSTALL}",
         "python -m dingworker.demo",
     ]
     steps = [line for line in out.splitlines() if line.startswith("==> ")]
     assert len(steps) == 4 and ".venv/bin/dingworker" in steps[-1]
+
+
+def test_without_a_host_pip_the_venv_gets_its_own(clone: Path) -> None:
+    _, calls = make_demo(clone, host_pip=False)
+    assert calls == [
+        "python3 -m venv --without-pip .venv",
+        "python3 -m pip --python .venv/bin/python --version",
+        "python -m ensurepip --default-pip",
+        f"pip {INSTALL}",
+        "python -m dingworker.demo",
+    ]
 
 
 def test_a_venv_that_make_test_prepared_is_reused(clone: Path) -> None:
