@@ -1,14 +1,14 @@
-"""The receiving side: :class:`StreamClient` and the dedupe stores it uses.
+"""The receiving side: :class:`StreamClient` (and the dedupe stores it uses, re-exported).
 
 Example:
     >>> from dingsync.stream import MemoryDedupeStore, StreamClient
-    >>> store = MemoryDedupeStore(ttl=600, max_entries=10_000)
+    >>> store = MemoryDedupeStore(ttl=600, max_entries=200_000)
 """
 
 from __future__ import annotations
 
+from ..dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from .client import StreamClient
-from .dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from .liveness import StreamStats
 
 __all__ = [
