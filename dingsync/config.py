@@ -248,8 +248,8 @@ class StreamConfig:
             ``concurrency + max_pending`` make the reader wait (backpressure) instead of
             queueing without bound. ``concurrency=1`` runs every handler in order.
         max_pending: frames read and waiting for a handler thread.
-        ping_interval: the client pings a connection that has been silent this long; by
-            default ``min(10, dead_after / 2.5)``.
+        ping_interval: the client pings a connection that has been quiet this long; by
+            default ``0.48 * dead_after`` (12 s): two pings fit in ``dead_after``.
         dead_after: a connection that shows no sign of life (frame or pong) for this long, or
             that takes no bytes of a write for this long, is declared dead and replaced.
         open_timeout: timeout of the gateway HTTP call, the websocket handshake and replies
@@ -269,7 +269,7 @@ class StreamConfig:
 
     Example:
         >>> StreamConfig(concurrency=16, dead_after=2.0).ping_interval
-        0.8
+        0.96
     """
 
     # Handlers mostly wait on HTTP (replies, LLMs): 16 threads is what the Java SDK uses, and a
@@ -292,8 +292,9 @@ class StreamConfig:
 
     @ping_interval.default
     def _ping_interval_default(self) -> float:
-        # Two pings fit in dead_after, so one lost pong alone never kills a healthy connection.
-        return min(10.0, self.dead_after / 2.5)
+        # Two pings fit in dead_after (at 48 % and 96 % of it), so one pong held up alone never
+        # kills a healthy connection; an idle client wakes twice a ping (keepalive, reader).
+        return 0.48 * self.dead_after
 
     @proxy.validator
     def _check_proxy(self, _attribute: Any, value: Optional[str]) -> None:

@@ -187,10 +187,13 @@ class Route:
         return frame.json()
 
     def dedupe_key(self, frame: Frame, payload: Any) -> str:
-        """The identity of the message: a chatbot message's ``msgId`` survives redelivery even
-        under a new ``messageId``; every other frame is known by its ``messageId``."""
+        """The identity of the message: a chatbot message's ``msgId`` and an event's
+        ``eventId`` survive redelivery even under a new ``messageId``; every other frame is
+        known by its ``messageId``."""
         if isinstance(payload, ChatbotMessage):
             return f"msg:{payload.msg_id}"
+        if isinstance(payload, Event) and payload.event_id:
+            return f"event:{payload.event_id}"
         return f"mid:{frame.message_id}"
 
     def call(self, payload: Any, ctx: Context) -> Any:

@@ -37,9 +37,9 @@ import click
 
 import dingsync
 from dingsync._extras import missing_extra
+from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
-from dingsync.stream import DedupeStore
 
 from .emulator import quiet_emulator, start_emulator
 from .health import HealthServer, HealthSource

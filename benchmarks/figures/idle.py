@@ -70,6 +70,6 @@ def run(ctx: BenchContext) -> List[Row]:
             target="dingsync ≤ 0.2/s",
             check=lambda d, o: d <= 0.2,
             note="context switches of all the client's threads; dingsync pings a quiet "
-            "connection every 10 s (its pong wakes the reader); nothing polls",
+            "connection every 12 s (its pong wakes the reader); nothing polls",
         )
     ]

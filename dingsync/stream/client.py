@@ -17,12 +17,10 @@ Four thread roles, each with one job (DESIGN §4):
 - **keepalive** (``dingsync-keepalive``, see liveness.py): pings quiet connections, aborts dead
   ones, closes a retiring one after ``disconnect_grace``, and ends a drain.
 
-Stopping (``stop()``, ``with``, ``dingworker``'s SIGTERM, Ctrl-C in ``run_forever``): intake
-ends at once. Frames that arrive afterwards are read but neither run nor acked, so DingTalk
-delivers them again (to another replica, or to this app when it is back): an ack would claim
-work that was never done. Running handlers finish and their acks are written while the
-readers keep reading and the keepalive keeps pinging, until the pool is idle or the timeout
-is up; then the connections close.
+Stopping ends intake at once; frames that arrive afterwards are neither run nor acked, so
+DingTalk delivers them again (an ack would claim work never done). Running handlers finish and
+are acked while the readers read and the keepalive pings, until the pool is idle or the
+timeout is up; then the connections close.
 """
 
 from __future__ import annotations
@@ -315,7 +313,7 @@ class StreamClient:
             0
         """
         conn = self._reader.current
-        self._counters.alive(None if conn is None else conn.last_alive)
+        self._counters.at("last_alive_at", None if conn is None else conn.last_alive)
         return self._counters.snapshot(
             in_flight=self._pool.in_flight, connected=conn is not None and not conn.closed
         )

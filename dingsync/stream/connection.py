@@ -1,17 +1,9 @@
-"""One open gateway connection: what its reader reads, and its writer thread.
-
-Threads and what each may do here:
-
-- the connection's **reader** (one thread) calls :meth:`Connection.recv`;
-- any thread calls :meth:`Connection.send` to queue an ack; it never waits for the network;
-- the **writer** (``dingsync-writer-N``, one per connection) writes every queued frame in one
-  system call per batch. The socket's timeout is ``dead_after``: a peer that takes no bytes
-  for that long is dead, the connection is aborted and the acks it could not take are
-  reported lost (DingTalk delivers those messages again; dedupe answers them);
-- the **keepalive** calls :meth:`Connection.ping`, which never waits for a lock the writer
-  holds, and :meth:`Connection.abort` / :meth:`Connection.close` from any thread.
-
-No ack is ever written twice: a batch whose write failed is counted lost, never resent.
+"""One open gateway connection: its reader calls :meth:`Connection.recv`, any thread queues
+acks with :meth:`Connection.send` (never waiting for the network), and its writer thread writes
+each batch in one system call under the socket's timeout, ``dead_after``: a peer that takes no
+bytes for that long is dead, and the acks it could not take are reported lost (DingTalk
+delivers those messages again; dedupe answers them). No ack is written twice: a batch whose
+write failed is counted lost, never resent.
 """
 
 from __future__ import annotations
@@ -38,7 +30,8 @@ class Connection:
 
     ``last_alive`` is the monotonic time of the last frame or pong (None before the first);
     ``paused`` is set by the reader while it waits for a handler slot, so that silence then
-    is not held against the connection. ``on_acks(written, lost)`` is told how acks ended.
+    is not held against the connection. ``on_acks("acks_sent" or "acks_lost", count)`` is
+    told how acks ended.
 
     Example:
         >>> conn = Connection(websocket.create_connection(url), number=1,  # doctest: +SKIP
@@ -55,14 +48,13 @@ class Connection:
         endpoint: str,
         dead_after: float,
         clock: Callable[[], float] = time.monotonic,
-        on_acks: Optional[Callable[[int, int], None]] = None,
+        on_acks: Optional[Callable[[str, int], None]] = None,
     ) -> None:
         sock = getattr(ws, "sock", None)
         if not isinstance(sock, socket.socket):
             raise TransportError("the connector returned no websocket-client WebSocket")
         self.number = number
         self.endpoint = endpoint
-        self._ws = ws
         self._sock = sock
         sock.settimeout(dead_after)  # the write deadline; reads wake only in total silence
         self._reader = FrameReader(sock)
@@ -273,8 +265,10 @@ class Connection:
                 reason,
                 lost,
             )
-        if self._on_acks is not None and (written or lost):
-            self._on_acks(written, lost)
+        if self._on_acks is not None:
+            for name, count in (("acks_sent", written), ("acks_lost", lost)):
+                if count:
+                    self._on_acks(name, count)
 
 
 def _writable(sock: socket.socket) -> bool:

@@ -1,11 +1,6 @@
-"""Opening a gateway connection: the ticket (HTTP), then the websocket handshake.
-
-This module is the boundary where requests and websocket-client exceptions become dingsync
-errors: :class:`~dingsync.errors.AuthError` (401), :class:`~dingsync.errors.GatewayOpenError`,
-:class:`~dingsync.errors.TransportError` and :class:`~dingsync.errors.ConnectionClosed`.
-
-The ticket is a credential (it opens one connection within 90 s), so it is never logged and
-never left in an error message.
+"""Opening a gateway connection: the ticket (HTTP), then the websocket handshake. requests'
+and websocket-client's exceptions become dingsync errors here. The ticket is a credential (it
+opens one connection within 90 s): it is never logged nor left in an error message.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ __all__ = [
     "Connector",
     "GATEWAY_OPEN_PATH",
     "open_ticket",
-    "connect",
     "websocket_options",
     "origin_stamp",
     "open_connection",
@@ -128,14 +122,12 @@ def open_ticket(
         "localIp": origin if origin is not None else origin_stamp(endpoints.api),
     }
     proxies = {"http": config.proxy, "https": config.proxy} if config.proxy else None
+    agent = f"{config.user_agent}/{__version__} python-requests"
     try:
         resp = session.post(
             url,
             json=body,
-            headers={
-                "Accept": "application/json",
-                "User-Agent": f"{config.user_agent}/{__version__} python-requests",
-            },
+            headers={"Accept": "application/json", "User-Agent": agent},
             timeout=config.open_timeout,
             proxies=proxies,
             verify=config.ca_bundle or True,
@@ -210,24 +202,40 @@ def _default_connector() -> Connector:
     return websocket.create_connection  # type: ignore[no-any-return]
 
 
-def connect(
-    ticket: Ticket,
+def open_connection(
+    session: Any,
     *,
+    credentials: Credentials,
+    endpoints: Endpoints,
+    subscriptions: Sequence[Mapping[str, str]],
     config: StreamConfig,
     number: int,
+    origin: Optional[str] = None,
     connector: Optional[Connector] = None,
     clock: Callable[[], float] = time.monotonic,
-    on_acks: Optional[Callable[[int, int], None]] = None,
+    on_acks: Optional[Callable[[str, int], None]] = None,
 ) -> Connection:
-    """Open the websocket for ``ticket``; the connection's writer thread is running.
+    """A fresh ticket, then the websocket handshake: one new gateway connection, its writer
+    thread running, already pinged once (the first pong shows it alive at once).
 
     Example:
-        >>> conn = connect(ticket, config=StreamConfig(), number=1)  # doctest: +SKIP
+        >>> conn = open_connection(requests.Session(), credentials=creds,  # doctest: +SKIP
+        ...     endpoints=Endpoints(), subscriptions=route.subscriptions(),
+        ...     config=StreamConfig(), number=1)
 
     Raises:
-        GatewayOpenError: the gateway refused the handshake (bad or expired ticket).
-        TransportError: the network or TLS failed.
+        AuthError, GatewayOpenError, TransportError: as :func:`open_ticket`; also
+            GatewayOpenError when the handshake is refused (a bad or expired ticket) and
+            TransportError when the network or TLS fails.
     """
+    ticket = open_ticket(
+        session,
+        credentials=credentials,
+        endpoints=endpoints,
+        subscriptions=subscriptions,
+        config=config,
+        origin=origin,
+    )
     url = ticket.url
     try:
         ws = (connector or _default_connector())(url, **websocket_options(url, config))
@@ -258,45 +266,7 @@ def connect(
         dead_after=config.dead_after,
         clock=clock,
         on_acks=on_acks,
-    )
-    return conn.start()
-
-
-def open_connection(
-    session: Any,
-    *,
-    credentials: Credentials,
-    endpoints: Endpoints,
-    subscriptions: Sequence[Mapping[str, str]],
-    config: StreamConfig,
-    number: int,
-    origin: Optional[str] = None,
-    connector: Optional[Connector] = None,
-    clock: Callable[[], float] = time.monotonic,
-    on_acks: Optional[Callable[[int, int], None]] = None,
-) -> Connection:
-    """A fresh ticket, then the websocket: one new gateway connection, already pinged once
-    (the first pong shows it alive without waiting a ping interval).
-
-    Example:
-        >>> conn = open_connection(requests.Session(), credentials=creds,  # doctest: +SKIP
-        ...     endpoints=Endpoints(), subscriptions=route.subscriptions(),
-        ...     config=StreamConfig(), number=1)
-
-    Raises:
-        AuthError, GatewayOpenError, TransportError: as :func:`open_ticket` and :func:`connect`.
-    """
-    ticket = open_ticket(
-        session,
-        credentials=credentials,
-        endpoints=endpoints,
-        subscriptions=subscriptions,
-        config=config,
-        origin=origin,
-    )
-    conn = connect(
-        ticket, config=config, number=number, connector=connector, clock=clock, on_acks=on_acks
-    )
+    ).start()
     log.info("connected to %s (connection #%d)", ticket.endpoint, conn.number)
     conn.ping()
     return conn

@@ -1,9 +1,7 @@
 """What a handler thread does with one frame: decode, dedupe, run the handler, queue the ack.
 
-The same message may reach several connections, threads or replicas (DingTalk redelivers
-when an ack is late). Every message is claimed in the dedupe store first; only a new claim
-runs the handler, a handled one is answered with its cached ack, and a copy that arrives
-while the first still runs in this process waits for that run's ack.
+DingTalk redelivers late-acked messages, to any connection or replica: a message is claimed in
+the dedupe store first, and only a new claim runs the handler.
 """
 
 from __future__ import annotations
@@ -82,21 +80,17 @@ class Jobs:
             return
         if receipt:  # redeliveries during the handler get the receipt ack too
             self.deduper.remember(key, route.receipt_ack(frame.message_id))
-        ack = self._run_handler(frame, route, payload, redelivered=claim.attempt > 1)
+        ack = self._run_handler(frame, route, payload, again=claim.attempt > 1)
         if not receipt:
             # Stored before it is sent: a duplicate arriving right after the ack finds it.
             self.deduper.remember(key, ack)
             self.send_ack(conn, ack)
         self._ack_waiters(key, None if receipt else ack)
 
-    def _run_handler(self, frame: Frame, route: Route, payload: Any, *, redelivered: bool) -> Ack:
+    def _run_handler(self, frame: Frame, route: Route, payload: Any, *, again: bool) -> Ack:
         try:
             ctx = Context(
-                frame=frame,
-                message=payload,
-                api=self.api,
-                redelivered=redelivered,
-                post=self.poster,
+                frame=frame, message=payload, api=self.api, redelivered=again, post=self.poster
             )
             ack = self.router.invoke(route, payload, ctx)
         except BaseException as exc:  # KeyboardInterrupt raised by a handler: still one message

@@ -1,10 +1,7 @@
-"""Keeping connections honest: keepalive pings, the dead-connection watchdog, and the health
-verdict (:class:`StreamStats`, :func:`assess`).
+"""Keeping connections honest (keepalive pings, the watchdog) and the health verdict.
 
-Why all three: a TCP connection can stay "open" for hours after the path to DingTalk died, and
-DingTalk keeps routing pushes to it (user-pain P1). Only traffic proves a connection alive, so
-the client pings a quiet connection every ``ping_interval`` and replaces any connection that
-has shown no frame and no pong for ``dead_after`` seconds.
+A TCP connection can stay "open" for hours after the path to DingTalk died, and DingTalk keeps
+routing pushes to it (user-pain P1): only traffic proves a connection alive.
 """
 
 from __future__ import annotations
@@ -21,6 +18,8 @@ from .connection import Connection
 __all__ = ["Counters", "Keepalive", "StreamStats", "assess"]
 
 log = logging.getLogger("dingsync.stream")
+
+_SLACK = 0.05  # seconds
 
 
 @attrs.frozen(kw_only=True)
@@ -50,9 +49,9 @@ class Counters:
 
     Example:
         >>> counters = Counters()
-        >>> counters.acks(written=2, lost=1)
+        >>> counters.add("acks_lost", 2)
         >>> counters.snapshot().acks_lost
-        1
+        2
     """
 
     def __init__(self) -> None:
@@ -64,30 +63,11 @@ class Counters:
         with self._lock:
             self._values[name] += delta
 
-    def acks(self, written: int, lost: int) -> None:
-        """How a connection's acks ended."""
-        with self._lock:
-            self._values["acks_sent"] += written
-            self._values["acks_lost"] += lost
-
-    def opened(self, *, planned: bool) -> None:
-        """A connection opened; unplanned after the first: a reconnect."""
-        with self._lock:
-            if self._values["connections_opened"] and not planned:
-                self._values["reconnects"] += 1
-            self._values["connections_opened"] += 1
-
-    def frame(self, at: Optional[float]) -> None:
-        """A frame arrived at ``at``."""
-        with self._lock:
-            self._values["frames_received"] += 1
-            self._values["last_frame_at"] = at
-
-    def alive(self, at: Optional[float]) -> None:
-        """A connection that goes away was last alive at ``at``."""
-        if at is not None:
+    def at(self, name: str, when: Optional[float]) -> None:
+        """Keep the latest time of ``name`` (``last_frame_at``, ``last_alive_at``)."""
+        if when is not None:
             with self._lock:
-                self._values["last_alive_at"] = max(self._values["last_alive_at"] or 0.0, at)
+                self._values[name] = max(self._values[name] or 0.0, when)
 
     def snapshot(self, **computed: Any) -> StreamStats:
         """The counters, with ``computed`` values (``in_flight``, ``connected``) set."""
@@ -122,15 +102,11 @@ def assess(
 
 
 class Keepalive:
-    """The ``dingsync-keepalive`` thread, the one thread that acts on time.
-
-    For every open connection it sends a websocket ping once an ``interval`` has gone by
-    since the last one while the connection was quiet for half of it, it aborts a
-    connection silent for more than ``dead_after`` (its reader then reconnects), and it
-    closes a retiring connection at its ``retire_at``. It never
-    waits for a lock a writer can hold (:meth:`Connection.ping` gives up instead). ``tick``
-    is the client's drain check: it returns when it wants to be called again, or None. The
-    thread sleeps until the next thing is due, so an idle client wakes about once a ping.
+    """The ``dingsync-keepalive`` thread, the one thread that acts on time: it pings a
+    connection quiet for half an ``interval`` once an ``interval`` has passed since its last
+    ping, aborts one silent for ``dead_after``, closes a retiring one at its ``retire_at``,
+    and calls ``tick``, the client's drain check (which returns when to call it again). It
+    never waits for a lock a writer holds, and sleeps until the next thing is due.
 
     Example:
         >>> keepalive = Keepalive(lambda: [conn], interval=10.0, dead_after=25.0)
@@ -208,7 +184,9 @@ class Keepalive:
             conn.abort(f"no frame or pong for more than {self.dead_after}s")
             return now + self.interval
         half = self.interval / 2
-        if now - conn.pinged_at >= self.interval and now - alive >= half:
+        # A timed wait may end a hair early: a ping due within the slack goes out now, not
+        # after a second wake-up.
+        if now - conn.pinged_at >= self.interval - _SLACK and now - alive >= half:
             conn.ping()
         ping_at = max(conn.pinged_at + self.interval, alive + half)
         return min(ping_at, alive + self.dead_after + 0.01, conn.retire_at or ping_at)

@@ -7,7 +7,9 @@ import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
+
+import attrs
 
 from ..config import Credentials, Endpoints, StreamConfig
 from ..errors import (
@@ -35,6 +37,7 @@ log = logging.getLogger("dingsync.stream")
 _RETRY_ON = (TransportError, GatewayOpenError, ConnectionClosed, AuthError)
 
 
+@attrs.define(eq=False)
 class Reader:
     """Connects and reads for one StreamClient (see the module docstring).
 
@@ -43,46 +46,32 @@ class Reader:
     ``first_failure`` holding the error when that attempt was refused for credentials.
 
     Example:
-        >>> reader = Reader(client_parts...)  # doctest: +SKIP
-        >>> reader.receive()  # blocks until stopping and the connection is closed  # doctest: +SKIP
+        >>> reader = client._reader  # StreamClient builds it  # doctest: +SKIP
+        >>> reader.receive()  # blocks until stopped and drained  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        *,
-        credentials: Credentials,
-        endpoints: Endpoints,
-        router: Router,
-        config: StreamConfig,
-        pool: HandlerPool,
-        counters: Counters,
-        stopping: threading.Event,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Optional[Callable[[float], Any]] = None,
-        connector: Optional[Connector] = None,
-    ) -> None:
-        self.credentials = credentials
-        self.endpoints = endpoints
-        self.router = router
-        self.config = config
-        self.pool = pool
-        self.counters = counters
-        self.stopping = stopping
-        self._clock = clock
-        self._sleep = sleep
-        self._connector = connector
-        self.http: Any = None  # the requests.Session of the gateway calls, set by the client
-        self._lock = threading.Lock()
-        self._connections: List[Connection] = []  # open: the current one and retiring ones
-        self.current: Optional[Connection] = None
-        self._retiring_readers: List[threading.Thread] = []
-        self._numbers = itertools.count(1)
-        self._origin: Optional[str] = None
-        self._healthy = False  # the current session delivered a frame
-        self.ever_connected = False
-        self.first_attempt = threading.Event()
-        self.first_failure: Optional[AuthError] = None
-        self.last_error: Optional[BaseException] = None
+    credentials: Credentials
+    endpoints: Endpoints
+    router: Router
+    config: StreamConfig
+    pool: HandlerPool
+    counters: Counters
+    stopping: threading.Event
+    clock: Callable[[], float] = time.monotonic
+    sleep: Optional[Callable[[float], Any]] = None
+    connector: Optional[Connector] = None
+    http: Any = None  # the requests.Session of the gateway calls, set by the client
+    current: Optional[Connection] = attrs.field(default=None, init=False)
+    ever_connected: bool = attrs.field(default=False, init=False)
+    first_attempt: threading.Event = attrs.field(factory=threading.Event, init=False)
+    first_failure: Optional[BaseException] = attrs.field(default=None, init=False)
+    last_error: Optional[BaseException] = attrs.field(default=None, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _connections: List[Connection] = attrs.field(factory=list, init=False)  # current + retiring
+    _retiring_readers: List[threading.Thread] = attrs.field(factory=list, init=False)
+    _numbers: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _origin: Optional[str] = attrs.field(default=None, init=False)
+    _healthy: bool = attrs.field(default=False, init=False)  # the session delivered a frame
 
     def receive(self) -> None:
         """Connect and read, reconnecting, until stopped; then read through the drain."""
@@ -91,8 +80,8 @@ class Reader:
         while not self.stopping.is_set():
             retrying = self.config.reconnect.retrying(
                 self.stopping,
-                sleep=self._sleep,
-                clock=self._clock,
+                sleep=self.sleep,
+                clock=self.clock,
                 retry_on=_RETRY_ON,
                 auth_errors=(AuthError,),
                 fatal=self._fatal,
@@ -149,7 +138,7 @@ class Reader:
             self._read(conn)
         except (TransportError, StreamError) as exc:
             # Healthy: it delivered frames, or lived long enough to have been dead-checked.
-            lived = self._clock() - conn.opened_at >= self.config.dead_after
+            lived = self.clock() - conn.opened_at >= self.config.dead_after
             if not (self._healthy or lived):
                 raise
             self.last_error = exc
@@ -167,21 +156,25 @@ class Reader:
                 config=self.config,
                 number=next(self._numbers),
                 origin=self._origin,
-                connector=self._connector,
-                clock=self._clock,
-                on_acks=self.counters.acks,
+                connector=self.connector,
+                clock=self.clock,
+                on_acks=self.counters.add,
             )
         except BaseException as exc:
             if not self.ever_connected and self._fatal(exc):
                 self.first_attempt.set()
             raise
-        self.counters.opened(planned=planned)
+        if self.ever_connected and not planned:
+            self.counters.add("reconnects")
+        self.counters.add("connections_opened")
         with self._lock:
             self._connections.append(conn)
             self.current = conn
         self.ever_connected = True
         self.first_attempt.set()
         self.last_error = None
+        if self.stopping.is_set():  # stopped while it opened: the drain may be over already
+            conn.close("stopping")
         return conn
 
     def open_connections(self) -> List[Connection]:
@@ -215,7 +208,7 @@ class Reader:
 
     def forget(self, conn: Connection) -> None:
         """The reader is done with ``conn``: it leaves the client's books and is freed."""
-        self.counters.alive(conn.last_alive)
+        self.counters.at("last_alive_at", conn.last_alive)
         with self._lock:
             if conn in self._connections:
                 self._connections.remove(conn)
@@ -225,7 +218,8 @@ class Reader:
 
     def _handle_raw(self, raw: bytes, conn: Connection) -> Optional[Connection]:
         """Handle one frame read from ``conn``; returns the replacement after a disconnect."""
-        self.counters.frame(conn.last_alive)
+        self.counters.add("frames_received")
+        self.counters.at("last_frame_at", conn.last_alive)
         try:
             frame = Frame.from_wire(raw)
         except ProtocolError as exc:
@@ -280,7 +274,7 @@ class Reader:
             log.warning("could not open a replacement (%s); staying on #%d", exc, old.number)
             return None
         old.retiring = True
-        old.retire_at = self._clock() + self.config.disconnect_grace
+        old.retire_at = self.clock() + self.config.disconnect_grace
         reader = threading.Thread(
             target=self._read,
             args=(old,),

@@ -1,13 +1,6 @@
-"""The handler pool: up to ``size`` threads behind a bounded queue.
-
-A thread starts when a job is queued while every thread has one, so a client whose handlers
-never overlap runs one handler thread. At most ``capacity`` jobs are queued or running; the
-reader that submits one more waits for room (backpressure), so memory stays bounded however
-slow the handlers are.
-
-A job never kills its thread: whatever it raises, ``BaseException`` included, is logged and
-the thread takes the next job. (The client's own job function acks and releases the dedupe
-claim first; this is the last line of defence.)
+"""The handler pool: up to ``size`` threads, started as jobs overlap, behind a queue of at most
+``capacity`` jobs (a reader submitting one more waits: backpressure). A job never kills its
+thread: whatever it raises, ``BaseException`` included, is logged and the thread goes on.
 """
 
 from __future__ import annotations
@@ -30,14 +23,11 @@ class HandlerPool:
     ``on_idle`` is called (on a handler thread) whenever the last job in flight finishes.
 
     Example:
-        >>> done = []
-        >>> pool = HandlerPool(done.append, size=2, capacity=4)
-        >>> pool.submit("job")
-        True
-        >>> pool.wait_idle(5.0)
-        True
-        >>> pool.close(); done
-        ['job']
+        >>> done = threading.Event()
+        >>> pool = HandlerPool(lambda job: done.set(), size=2, capacity=4)
+        >>> pool.submit("job"), done.wait(5.0)
+        (True, True)
+        >>> pool.close()
     """
 
     def __init__(
@@ -58,7 +48,7 @@ class HandlerPool:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._in_flight = 0  # queued or running; changed under _lock
-        self._waiting = 0  # threads in submit()/wait_idle(), changed under _lock
+        self._waiting = 0  # threads in submit(), changed under _lock
         self._threads: List[threading.Thread] = []
         self._closed = False
 
@@ -92,17 +82,6 @@ class HandlerPool:
     def full(self) -> bool:
         """Whether :meth:`submit` would wait right now."""
         return self._in_flight >= self._capacity
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for no job left; returns whether none is left."""
-        with self._lock:
-            if self._in_flight:
-                self._waiting += 1
-                try:
-                    self._changed.wait_for(lambda: not self._in_flight, timeout)
-                finally:
-                    self._waiting -= 1
-            return not self._in_flight
 
     def wake(self) -> None:
         """Wake every thread waiting in :meth:`submit` (to check ``give_up``)."""

@@ -1,13 +1,7 @@
-"""Websocket frames over the socket that websocket-client opened.
-
-websocket-client does the opening handshake (proxy, TLS, headers). After it, every frame of a
-gateway connection is read and written here, over ``WebSocket.sock``, for two reasons:
-
-- one read path and one write path, whatever the websocket-client version (CI runs the stream
-  tests on the oldest and the newest one that setup.cfg allows);
-- :class:`FrameReader` reads up to 64 KiB per system call and parses every frame in it, where
-  websocket-client makes three calls per frame; :func:`encode` lets the writer send a whole
-  batch of acks in one system call.
+"""Websocket frames over the socket that websocket-client opened (it does the handshake,
+proxy and TLS). Every frame of a gateway connection is read and written here, over
+``WebSocket.sock``: one read path and one write path whatever the websocket-client version, 64
+KiB per read where websocket-client makes three calls per frame, and a batch of acks per write.
 """
 
 from __future__ import annotations

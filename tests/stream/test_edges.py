@@ -269,3 +269,29 @@ def test_a_handler_thread_the_os_refuses_is_logged_and_tried_again(
     assert acks_for(dingtalk, refused) == []
     assert dingtalk.wait_for_ack(dingtalk.push_chatbot("handled"))["code"] == 200
     assert calls.items == ["handled"] and client.connected
+
+
+def test_a_stop_while_connecting_leaves_no_connection_open(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """stop() lands while the websocket handshake is in progress: the connection that opens
+    afterwards is closed at once, and run_forever returns."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_connector(url: str, **options: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return websocket.create_connection(url, **options)
+
+    client = make_client(dingsync.Router(), start=False, connector=slow_connector)
+    reader = threading.Thread(target=client.run_forever)
+    reader.start()
+    assert entered.wait(5)
+    stopper = threading.Thread(target=client.stop, kwargs={"timeout": 5})
+    stopper.start()
+    dingtalk.wait_until(lambda: client._stopping.is_set(), 5)
+    release.set()
+    reader.join(5)
+    stopper.join(5)
+    assert not reader.is_alive()
+    dingtalk.wait_until(lambda: not dingtalk.live_connections, 5)

@@ -430,3 +430,21 @@ def test_stop_called_from_a_handler_does_not_deadlock(
     mid = dingtalk.push_chatbot("stop please")
     assert ack_data(dingtalk.wait_for_ack(mid)) == {"response": "bye"}
     dingtalk.wait_until(lambda: not holder[0].connected, 5)
+
+
+def test_the_same_event_under_a_new_message_id_runs_once(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """Events are deduped on their eventId: a redelivery with a new messageId is answered
+    from the dedupe store, not run again; another event is run."""
+    route = dingsync.Router()
+    calls = Calls()
+    route.event("user_add_org")(lambda ev, ctx: calls.add(ev.event_id))
+    make_client(route)
+    first = dingtalk.push_event("user_add_org", {"userId": ["u1"]}, eventId="evt-1")
+    assert dingtalk.wait_for_ack(first)["code"] == 200
+    again = dingtalk.push_event("user_add_org", {"userId": ["u1"]}, eventId="evt-1")
+    assert ack_data(dingtalk.wait_for_ack(again))["status"] == "SUCCESS"
+    other = dingtalk.push_event("user_add_org", {"userId": ["u2"]}, eventId="evt-2")
+    assert dingtalk.wait_for_ack(other)["code"] == 200
+    assert calls.items == ["evt-1", "evt-2"]
