@@ -44,6 +44,16 @@ def _checkout() -> Optional[str]:
     return root if os.path.exists(os.path.join(root, "setup.cfg")) else None
 
 
+def _without_credentials(url: str) -> str:
+    # A git URL may carry a token (https://user:token@host/...): a hint is printed and logged.
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{host}{port}").geturl()
+
+
 def install_hint(extra: str) -> str:
     """The pip command that adds ``extra`` to dingsync, from where this copy came.
 
@@ -53,7 +63,7 @@ def install_hint(extra: str) -> str:
     """
     found = _direct_url()
     if found is not None and isinstance(found.get("url"), str):
-        url: str = found["url"]
+        url = _without_credentials(found["url"])
         vcs = found.get("vcs_info")
         if isinstance(vcs, dict):
             revision = vcs.get("requested_revision") or vcs.get("commit_id")
