@@ -54,9 +54,11 @@ def test_strict_emulator_knows_only_added_and_pushed_conversations(
 
 def test_control_api_lists_sent_messages(dingtalk: FakeDingTalk, api: dingsync.ApiClient) -> None:
     api.robot.send_to_group("cidA==", m.Markdown(title="Nightly", text="all green"))
-    url = dingtalk.add_webhook_robot("tok")
+    url = dingtalk.add_webhook_robot("webhook-token-4f1c9a")
     dingsync.WebhookRobot(url).send(m.Text("disk 91%"))
-    listed = requests.get(f"{dingtalk.api_base}/_emulator/sent", timeout=5).json()
+    answer = requests.get(f"{dingtalk.api_base}/_emulator/sent", timeout=5)
+    assert "webhook-token-4f1c9a" not in answer.text  # the robot's URL is its credential
+    listed = answer.json()
     [robot] = listed["robot"]
     assert robot["open_conversation_id"] == "cidA==" and robot["text"] == "all green"
     assert robot["msg_key"] == "sampleMarkdown"
