@@ -6,13 +6,16 @@ strings as they are, anything else JSON-encoded.
 
 :class:`CardStream` is the "typewriter" helper: it batches text chunks into one streaming update
 per ``interval`` seconds (DingTalk throttles per-token updates with 403 QpsLimit), always sends
-a final update, and marks the card failed when the block raises.
+a final update, and marks the card failed when the block raises or the final update fails.
+Intermediate updates are never retried (a throttled one is dropped and its text goes out with the
+next), and pending text is flushed by a timer when the producer pauses.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from types import TracebackType
@@ -20,7 +23,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 import attrs
 
-from ..errors import ApiError, ConfigurationError
+from ..errors import ApiError, ConfigurationError, DingSyncError
+from ._envelopes import should_retry
 from ._http import HttpCore
 
 __all__ = [
@@ -371,12 +375,14 @@ class CardsApi:
         full: bool = True,
         finalize: bool = False,
         error: bool = False,
+        retry: bool = True,
     ) -> None:
         """One streaming update of the card variable ``key`` (AI cards).
 
         ``full=True`` replaces the variable with ``content`` (what markdown variables need);
         ``full=False`` appends. ``finalize`` ends the stream; ``error`` marks the card failed.
-        The call carries a ``guid``, so a retry after a timeout is not applied twice.
+        The call carries a ``guid``, so a retry after a timeout is not applied twice;
+        ``retry=False`` makes a single attempt.
 
         Example:
             >>> api.cards.stream("order-42", "content", "Thinking...")  # doctest: +SKIP
@@ -390,7 +396,7 @@ class CardsApi:
             "isFinalize": finalize,
             "isError": error,
         }
-        self._http.api("PUT", "/v1.0/card/streaming", json=body)
+        self._http.api("PUT", "/v1.0/card/streaming", json=body, retry=retry)
 
     def ai_card(
         self,
@@ -407,8 +413,11 @@ class CardsApi:
     ) -> CardStream:
         """Create and deliver an AI card, and stream text into it.
 
-        Chunks are coalesced into at most one update per ``interval`` seconds. On leaving the
-        block the card is finalized with the full text; if the block raises, the card is marked
+        Chunks are coalesced into at most one update per ``interval`` seconds, and text left
+        pending is flushed by a timer ``interval`` after it became due, even when no chunk
+        follows. A throttled or failed intermediate update is dropped, never retried: its text
+        goes out with the next one. On leaving the block the card is finalized with the full
+        text (retried); if the block raises, or the final update fails, the card is marked
         failed (``error_text`` appended when given) and the exception propagates.
 
         Example:
@@ -441,6 +450,12 @@ class CardsApi:
 class CardStream:
     """Streams text into one card variable, coalescing updates; use it as a context manager.
 
+    Pending text is flushed by a timer thread when no chunk follows (only with the default
+    ``clock``: an injected clock does not follow real time, so call :meth:`flush` yourself).
+    Thread-safe: ``append``/``set``/``flush``/``finish`` and the idle-flush timer take one lock,
+    so ``finish()`` waits for an in-flight update and a late ``append()`` raises instead of
+    losing its text. ``dropped`` counts intermediate updates given up (their text went out later).
+
     Example:
         >>> with CardStream(api.cards, "order-42", interval=0.3) as card:  # doctest: +SKIP
         ...     card.append("Hello, ")
@@ -465,6 +480,7 @@ class CardStream:
         self.key = key
         self.text = ""
         self.updates = 0
+        self.dropped = 0
         self.finished = False
         self.failed = False
         self._cards = cards
@@ -475,6 +491,13 @@ class CardStream:
         self._start = start
         self._sent = ""
         self._last: Optional[float] = None
+        self._resync = False  # an append-mode update may or may not have landed: send in full
+        self._timer_error: Optional[DingSyncError] = None
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._timer: Optional[threading.Thread] = None
+        # the idle flush waits in real time, which an injected clock (tests) does not follow
+        self._idle_flush = clock is time.monotonic
 
     def __enter__(self) -> CardStream:
         if self._start is not None:
@@ -500,49 +523,150 @@ class CardStream:
 
     def append(self, chunk: str) -> None:
         """Add text; an update goes out when ``interval`` has passed since the last one."""
-        self._check_open()
-        self.text += chunk
-        self._maybe_flush()
+        with self._lock:
+            self._check_open()
+            self.text += chunk
+            self._maybe_flush()
 
     def set(self, text: str) -> None:
         """Replace the whole text."""
-        self._check_open()
-        self.text = text
-        self._maybe_flush()
+        with self._lock:
+            self._check_open()
+            self.text = text
+            self._maybe_flush()
 
     def flush(self) -> None:
-        """Send pending text now."""
-        self._check_open()
-        if self.text != self._sent:
-            self._send(finalize=False, error=False)
+        """Send pending text now (one attempt; a failure leaves it pending)."""
+        with self._lock:
+            self._check_open()
+            self._flush_pending()
 
     def finish(self) -> None:
-        """Send the full text and end the stream (done automatically on leaving the block)."""
-        self._check_open()
-        self._send(finalize=True, error=False, force_full=True)
-        self.finished = True
+        """Send the full text and end the stream (done automatically on leaving the block).
+
+        If the final update fails, the card is marked failed (best effort) and the error raised:
+        a card must not be left "streaming" forever.
+        """
+        with self._lock:
+            self._check_open()
+            self._stop_timer()
+            try:
+                self._send(finalize=True, error=False, force_full=True)
+            except DingSyncError as exc:
+                self.finished = True
+                self.failed = True
+                self._mark_failed_after(exc)
+                raise
+            self.finished = True
 
     def fail(self, note: Optional[str] = None) -> None:
         """End the stream and mark the card failed (done automatically when the block raises)."""
-        self._check_open()
-        extra = note if note is not None else self._error_text
-        if extra:
-            self.text = f"{self.text}\n\n{extra}" if self.text else extra
-        self.finished = True
-        self.failed = True
-        self._send(finalize=True, error=True, force_full=True)
+        with self._lock:
+            self._check_open()
+            self._stop_timer()
+            extra = note if note is not None else self._error_text
+            if extra:
+                self.text = f"{self.text}\n\n{extra}" if self.text else extra
+            self.finished = True
+            self.failed = True
+            self._send(finalize=True, error=True, force_full=True)
+
+    def _mark_failed_after(self, error: DingSyncError) -> None:
+        try:
+            self._cards.stream(
+                self.out_track_id,
+                self.key,
+                self.text,
+                full=True,
+                finalize=True,
+                error=True,
+                retry=False,
+            )
+        except DingSyncError as secondary:
+            logger.warning(
+                "the final update of card %s failed (%s) and marking it failed did too (%s)",
+                self.out_track_id,
+                type(error).__name__,
+                type(secondary).__name__,
+            )
+        else:
+            logger.warning(
+                "the final update of card %s failed (%s); the card is marked failed",
+                self.out_track_id,
+                type(error).__name__,
+            )
 
     def _check_open(self) -> None:
+        if self._timer_error is not None:
+            error, self._timer_error = self._timer_error, None
+            raise error
         if self.finished:
             raise ConfigurationError(f"card stream {self.out_track_id} is already finished")
 
-    def _maybe_flush(self) -> None:
-        now = self._clock()
-        if self._last is None or now - self._last >= self._interval:
-            self.flush()
+    def _due(self) -> bool:
+        return self._last is None or self._clock() - self._last >= self._interval
 
-    def _send(self, *, finalize: bool, error: bool, force_full: bool = False) -> None:
-        appendable = not self._full and not force_full and self.text.startswith(self._sent)
+    def _maybe_flush(self) -> None:
+        if self._due():
+            self._flush_pending()
+        elif self.text != self._sent:
+            self._start_timer()
+
+    def _flush_pending(self) -> None:
+        if self.text == self._sent:
+            return
+        try:
+            self._send(finalize=False, error=False, once=True)
+        except DingSyncError as exc:
+            if not should_retry(exc, True):
+                raise
+            # a newer update will carry this text: waiting for this one would stall the producer
+            self.dropped += 1
+            self._last = self._clock()
+            self._resync = self._resync or bool(getattr(exc, "maybe_sent", False))
+            logger.info(
+                "card %s: an update was dropped (%s); the next one carries its text",
+                self.out_track_id,
+                type(exc).__name__,
+            )
+            self._start_timer()
+
+    # -- the idle flush -------------------------------------------------------------------------
+    def _start_timer(self) -> None:
+        if self._timer is None and self._interval > 0 and self._idle_flush:
+            self._timer = threading.Thread(
+                target=self._run_timer, name=f"dingsync-card-{self.out_track_id}", daemon=True
+            )
+            self._timer.start()
+        self._wake.notify_all()
+
+    def _stop_timer(self) -> None:
+        self._timer = None  # the thread sees it is no longer the timer and returns
+        self._wake.notify_all()
+
+    def _run_timer(self) -> None:
+        me = threading.current_thread()
+        with self._lock:
+            while self._timer is me and not self.finished:
+                self._wake.wait(self._interval)
+                if self._timer is not me or self.finished:
+                    return
+                if self.text != self._sent and self._due():
+                    try:
+                        self._flush_pending()
+                    except DingSyncError as exc:
+                        self._timer_error = exc  # raised by the producer's next call
+                        return
+
+    def _send(
+        self, *, finalize: bool, error: bool, force_full: bool = False, once: bool = False
+    ) -> None:
+        appendable = (
+            not self._full
+            and not force_full
+            and not self._resync
+            and self.text.startswith(self._sent)
+        )
         content = self.text[len(self._sent) :] if appendable else self.text
         self._cards.stream(
             self.out_track_id,
@@ -551,8 +675,10 @@ class CardStream:
             full=not appendable,
             finalize=finalize,
             error=error,
+            retry=not once,
         )
         self._sent = self.text
+        self._resync = False
         self._last = self._clock()
         self.updates += 1
 
