@@ -7,7 +7,8 @@ Example::
     $ dingworker --emulator examples.calc:route      # no DingTalk account needed
 
 The command is the application, so it alone configures logging; the library only logs. It uses
-nothing but dingsync's public API, like any other program would.
+nothing but dingsync's public API, like any other program would (and dingsync's install hints
+for a missing extra).
 
 Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
 stream client fails for good (``--give-up-after`` passed without a connection), when handlers
@@ -33,10 +34,12 @@ from urllib.parse import urlsplit
 import click
 
 import dingsync
+from dingsync._extras import missing_extra
 from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
-from dingsync.importer import import_from_string
 
+from .app import load_router
+from .emulator import quiet_emulator, start_emulator
 from .health import HealthServer, HealthSource
 from .signals import ShutdownRequest, capture_signals
 
@@ -52,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("dingworker")
 
-EMULATOR_LINE_PREFIX = "DINGSYNC_EMULATOR="
 _TICK = 0.05  # how often the main thread looks at the shutdown request and the client
 _HARD_STOP_TIMEOUT = 2.0
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -73,52 +75,6 @@ class _UsageError(click.ClickException):
     """A one-line ``Error: ...`` and exit code 2, without click's usage banner."""
 
     exit_code = 2
-
-
-def load_router(app: str, *, factory: bool = False, app_dir: Optional[str] = ".") -> Any:
-    """Resolve ``app`` to a :class:`dingsync.Router`, calling it first when ``factory`` is set.
-
-    Raises:
-        ImportFromStringError: with a message saying what to fix.
-
-    Example:
-        >>> load_router("json:dumps")
-        Traceback (most recent call last):
-        ...
-        dingsync.errors.ImportFromStringError: APP 'json:dumps' is a function, not a dingsync.Router; did you mean --factory?
-    """
-    if app_dir is not None:
-        path = os.path.abspath(app_dir)
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    obj = import_from_string(app)
-    if factory:
-        if not callable(obj):
-            raise ImportFromStringError(
-                f"APP {app!r} is a {_kind(obj)}, not callable; drop --factory to use it as is"
-            )
-        obj = obj()
-        if not isinstance(obj, dingsync.Router):
-            raise ImportFromStringError(
-                f"the factory {app!r} returned a {_kind(obj)}, not a dingsync.Router"
-            )
-        return obj
-    if isinstance(obj, dingsync.Router):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, dingsync.Router):
-        raise ImportFromStringError(
-            f"APP {app!r} is the Router class itself; name an instance (route = dingsync.Router())"
-        )
-    hint = "; did you mean --factory?" if callable(obj) and not isinstance(obj, type) else ""
-    raise ImportFromStringError(f"APP {app!r} is a {_kind(obj)}, not a dingsync.Router{hint}")
-
-
-def _kind(obj: Any) -> str:
-    if isinstance(obj, type):
-        return f"class ({obj.__name__})"
-    if callable(obj) and hasattr(obj, "__code__"):
-        return "function"
-    return type(obj).__name__
 
 
 class JsonFormatter(logging.Formatter):
@@ -187,9 +143,11 @@ def configure_logging(
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a DeprecationWarning is a log line too, in the same format
     try:
         yield handler
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.flush()
@@ -281,10 +239,8 @@ def build_dedupe_store(spec: str, *, ttl: float = 600.0) -> Optional[DedupeStore
         )
     try:
         import redis
-    except ImportError:
-        raise _UsageError(
-            "--dedupe redis://... needs the redis package: pip install 'dingsync[redis]'"
-        ) from None
+    except ImportError as exc:
+        raise _UsageError(missing_extra("--dedupe redis://...", "redis", exc)) from None
     try:
         client = redis.Redis.from_url(spec)
     except ValueError as exc:  # the message quotes no password: redis-py names the bad part
@@ -390,46 +346,6 @@ def _exit(outcome: Outcome) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(outcome.code)
-
-
-@contextmanager
-def _quiet_emulator(fake: Any, log_level: str) -> Iterator[None]:
-    # The emulator's own connection chatter would bury the bot's log lines; --log-level debug
-    # shows it.
-    logger = logging.getLogger("dingsync.testing")
-    previous = logger.level
-    if fake is not None and log_level.lower() != "debug":
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def _start_emulator() -> Any:
-    try:
-        from dingsync.testing import FakeDingTalk
-    except ImportError as exc:
-        raise _UsageError(
-            f"--emulator needs the testing extra ({exc}): pip install 'dingsync[testing]'"
-        ) from None
-    fake = FakeDingTalk().start()
-    base = fake.api_base
-    # Machine-readable first, for scripts (and `make demo`) that drive the emulator.
-    click.echo(f"{EMULATOR_LINE_PREFIX}{base}")
-    sys.stdout.flush()
-    click.echo(
-        "dingworker: running against a local DingTalk emulator (nothing leaves this machine).\n"
-        "  send the bot a message:\n"
-        f"    curl -s -X POST {base}/_emulator/chatbot -H 'Content-Type: application/json' "
-        """-d '{"text": "1+1"}'\n"""
-        "  see its replies:\n"
-        f"    curl -s {base}/_emulator/replies\n"
-        f"  also: POST {base}/_emulator/event, POST {base}/_emulator/card_callback, "
-        f"GET {base}/_emulator/acks",
-        err=True,
-    )
-    return fake
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -572,7 +488,9 @@ def main(
     a second one stops at once.
     """
     try:
-        router = load_router(app, factory=factory, app_dir=app_dir)
+        # Logging is on already, so that --log-level debug shows a failing import's traceback.
+        with configure_logging(log_level, log_format):
+            router = load_router(app, factory=factory, app_dir=app_dir)
     except ImportFromStringError as exc:
         raise _UsageError(str(exc)) from None
     try:
@@ -590,11 +508,9 @@ def main(
 
         serve = http_runner(http_address, stream=also_stream)
 
-    fake: Any = None
-    if emulator:
-        fake = _start_emulator()
-        credentials, endpoints = fake.credentials, fake.endpoints
-    else:
+    credentials: Optional[dingsync.Credentials] = None
+    endpoints: Optional[dingsync.Endpoints] = None
+    if not emulator:
         if not client_id or not client_secret:
             raise _UsageError(
                 "missing credentials: set DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET "
@@ -606,8 +522,15 @@ def main(
         except dingsync.ConfigurationError as exc:
             raise _UsageError(str(exc)) from None
 
+    fake: Any = None
     try:
-        with configure_logging(log_level, log_format), _quiet_emulator(fake, log_level):
+        # The emulator starts under the configured logging, so that with --log-format json
+        # everything on stderr is JSON.
+        with configure_logging(log_level, log_format), quiet_emulator(emulator, log_level):
+            if emulator:
+                fake = start_emulator(router, log_format)
+                credentials, endpoints = fake.credentials, fake.endpoints
+            assert credentials is not None
             log.info("dedupe: %s", _describe_dedupe(dedupe))
             outcome = serve(
                 router,
@@ -620,6 +543,8 @@ def main(
                 health_host=health_host,
                 dedupe=dedupe_store,
             )
+    except dingsync.ConfigurationError as exc:  # a busy --health-port, a missing extra
+        raise _UsageError(str(exc)) from None
     finally:
         if fake is not None:
             fake.stop()

@@ -27,6 +27,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
+from dingsync.errors import ConfigurationError
+
 __all__ = ["HealthServer", "HealthSource", "METRICS", "render_metrics"]
 
 log = logging.getLogger("dingworker.health")
@@ -155,6 +157,9 @@ class HealthServer:
         host: the interface to bind; use ``0.0.0.0`` in a container so that probes can reach it.
         port: the TCP port; 0 picks a free one (see :attr:`port`).
 
+    Raises:
+        dingsync.ConfigurationError: the address cannot be bound (the port is taken).
+
     Example:
         >>> server = HealthServer(lambda: (False, {}), port=0).start()
         >>> server.port > 0
@@ -164,7 +169,13 @@ class HealthServer:
 
     def __init__(self, health_source: HealthSource, *, host: str = "127.0.0.1", port: int = 0):
         self._source = health_source
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        try:
+            self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        except OSError as exc:  # taken, not allowed (< 1024), or no such interface
+            raise ConfigurationError(
+                f"cannot serve health on {host}:{port}: {exc.strerror or exc}; choose another "
+                "--health-port (0 picks a free one, and logs it) or --health-host"
+            ) from None
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
 
