@@ -45,11 +45,12 @@ from urllib.parse import parse_qsl
 import attrs
 
 from ..config import Credentials, Endpoints
-from ..context import Context, WebhookPoster
-from ..dedupe import NEW, Deduper, DedupeStore, MemoryDedupeStore
+from ..context import WebhookPoster
+from ..dedupe import Deduper, DedupeStore, MemoryDedupeStore
 from ..errors import ConfigurationError, ProtocolError
 from ..frames import Ack, Frame, FrameType, Headers, Topic, decode_json_object, dumps
-from ..routing import AckPolicy, Route, RouteKind, Router
+from ..handling import Job, Jobs
+from ..routing import AckPolicy, RouteKind, Router
 from .cards import CardAuth, UrlSecret
 from .crypto import CallbackRejected, EventCrypto, verify_robot_sign
 
@@ -213,14 +214,22 @@ class CallbackApp:
             UrlSecret(card_secret) if card_secret is not None else None
         )
         self.dedupe: DedupeStore = dedupe if dedupe is not None else MemoryDedupeStore()
-        self._deduper: Deduper[None] = Deduper(self.dedupe)
         self._api: Any = (
             api if api is not None else _ApiOnFirstUse(credentials, endpoints, token_cache)
         )
         self.max_body = max_body
         self.robot_tolerance = robot_tolerance
         self._clock = clock
-        self._poster = WebhookPoster()
+        self._jobs = Jobs(
+            router,
+            Deduper(self.dedupe),
+            client_id=credentials.client_id,
+            api=self._api,
+            poster=WebhookPoster(),
+            send_ack=_Answer.put,
+            count=self._count,
+            skip=lambda: False,
+        )
         self._receipt_threads = receipt_threads
         self._executor: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Condition()
@@ -395,67 +404,44 @@ class CallbackApp:
         answer = crypto.answer(timestamp=str(int(self._clock() * 1000)))
         return CallbackAnswer(status=200, body=dumps(answer).encode("utf-8"))
 
-    # -- dispatch (the StreamClient's steps, on this request's thread) -------------------
+    # -- dispatch: the StreamClient's handler path (dingsync.handling), on this thread ------
     def _dispatch(self, frame: Frame, *, missing_ok: bool = False) -> Ack:
         route = self.router.route_for(frame)
         if route is None:
             if missing_ok:  # an event nobody handles is acknowledged, never retried forever
                 return Ack.ok(frame.message_id, {"status": "SUCCESS", "message": "success"})
-            ack = self.router.not_found(frame)
-            raise CallbackRejected(404, ack.message)
-        try:
-            payload = route.decode(frame)
-        except ProtocolError as exc:
-            raise CallbackRejected(400, f"malformed payload: {exc.field or 'data'}") from None
-        key = f"{self.credentials.client_id}:{route.dedupe_key(frame, payload)}"
-        claim = self._deduper.claim(key, None)
-        try:
-            if claim is None or claim.state != NEW:
-                return self._duplicate(route, frame, claim.ack if claim is not None else None)
-            ctx = Context(
-                frame=frame,
-                message=payload,
-                api=self._api,
-                redelivered=claim.attempt > 1,
-                post=self._poster,
+            raise CallbackRejected(404, self.router.not_found(frame).message)
+        if route.ack == AckPolicy.RECEIPT:
+            try:
+                route.decode(frame)  # a malformed payload is refused, not answered
+            except ProtocolError as exc:
+                raise CallbackRejected(400, f"malformed payload: {exc.field or 'data'}") from None
+            self._run_later((frame, route, _Answer()))
+            return route.receipt_ack(frame.message_id)
+        answer = _Answer()
+        started = self._clock()
+        self._jobs.run((frame, route, answer))
+        took = self._clock() - started
+        if route.kind == RouteKind.EVENT and took > EVENT_DEADLINE:
+            log.warning(
+                "event handler %s took %.1f s; DingTalk waits %.1f s for the answer and "
+                "then delivers the event again: declare it ack='receipt' or hand work on",
+                route.name,
+                took,
+                EVENT_DEADLINE,
             )
-            if route.ack == AckPolicy.RECEIPT:
-                ack = route.receipt_ack(frame.message_id)
-                self._deduper.remember(key, ack)
-                self._run_later(route, payload, ctx)
-                return ack
-            started = self._clock()
-            ack = self.router.invoke(route, payload, ctx)
-            took = self._clock() - started
-            if route.kind == RouteKind.EVENT and took > EVENT_DEADLINE:
-                log.warning(
-                    "event handler %s took %.1f s; DingTalk waits %.1f s for the answer and "
-                    "then delivers the event again: declare it ack='receipt' or hand work on",
-                    route.name,
-                    took,
-                    EVENT_DEADLINE,
-                )
-            self._deduper.remember(key, ack)
-            self._finished(ack)
-            return ack
-        finally:
-            self._deduper.finish(key)
-
-    def _duplicate(self, route: Route, frame: Frame, cached: Optional[Ack]) -> Ack:
-        with self._lock:
-            self._counters["duplicates"] += 1
-        if cached is None:  # still running here or on another instance
+        if answer.ack is None:  # a copy runs here or on another instance: its answer counts
             raise CallbackRejected(409, "this callback is being handled already; retry later")
-        log.info("callback %s was handled already; answering as before", frame.message_id)
-        return attrs.evolve(cached, message_id=frame.message_id)
+        if answer.ack.code == 400:
+            raise CallbackRejected(400, answer.ack.message)
+        self._count("handled")
+        return answer.ack
 
-    def _finished(self, ack: Ack) -> None:
+    def _count(self, name: str) -> None:
         with self._lock:
-            self._counters["handled"] += 1
-            if ack.code >= 500:
-                self._counters["handler_errors"] += 1
+            self._counters[_COUNTERS.get(name, name)] += 1
 
-    def _run_later(self, route: Route, payload: Any, ctx: Context) -> None:
+    def _run_later(self, job: Job) -> None:
         with self._lock:
             if self._executor is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -464,13 +450,12 @@ class CallbackApp:
                     self._receipt_threads, thread_name_prefix="dingsync-receipt"
                 )
             self._busy += 1
-        self._executor.submit(self._receipt_job, route, payload, ctx)
+        self._executor.submit(self._receipt_job, job)
 
-    def _receipt_job(self, route: Route, payload: Any, ctx: Context) -> None:
+    def _receipt_job(self, job: Job) -> None:
         try:
-            self._finished(self.router.invoke(route, payload, ctx))
-        except Exception:  # invoke never raises; this is only a guard for the counters
-            log.exception("internal error after answering callback %s", ctx.message_id)
+            self._jobs.run(job)
+            self._count("handled")
         finally:
             self._done()
 
@@ -566,6 +551,23 @@ def _event_frame(event: Mapping[str, Any], plain: str) -> Frame:
     )
     data = {k: v for k, v in event.items() if k not in _EVENT_ENVELOPE}
     return Frame(type=FrameType.EVENT, headers=headers, data=dumps(data))
+
+
+class _Answer:
+    """Where the handler path hands a request's ack (a stream connection's place)."""
+
+    __slots__ = ("ack",)
+
+    def __init__(self) -> None:
+        self.ack: Optional[Ack] = None
+
+    def put(self, ack: Ack) -> None:
+        if self.ack is None:  # a waiter's late copy is not this request's answer
+            self.ack = ack
+
+
+#: The handler path's counter names -> this app's.
+_COUNTERS = {"redeliveries_skipped": "duplicates"}
 
 
 class _ApiOnFirstUse:
