@@ -7,9 +7,9 @@ One URL serves every kind; the request tells them apart:
 - ``?dingsync_card=<secret>``: a card click (see :mod:`dingsync.callbacks.cards`).
 
 Each becomes a :class:`~dingsync.Frame`, as if it had come over the Stream websocket, and runs
-through the same steps as in :class:`~dingsync.StreamClient`: ``Router.route_for``, the route's
-payload decoding, the dedupe store, a :class:`~dingsync.Context` and ``Router.invoke`` (with
-its error hook). The handler's ack becomes the HTTP answer: for events the encrypted
+through the handler path of :class:`~dingsync.StreamClient` itself (:mod:`dingsync.handling`):
+the route's payload decoding, the dedupe store, a :class:`~dingsync.Context` and
+``Router.invoke`` with its error hook. The handler's ack becomes the HTTP answer: for events the encrypted
 ``success`` (or a 500 when the handler failed, so that DingTalk retries), for card clicks the
 :class:`~dingsync.CardResponse`, for robot messages the ack's data (replies go out through
 ``ctx.reply``, as in Stream mode).
