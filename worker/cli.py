@@ -10,8 +10,12 @@ The command is the application, so it alone configures logging; the library only
 nothing but dingsync's public API, like any other program would (and dingsync's install hints
 for a missing extra).
 
-Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
-stream client fails for good (``--give-up-after`` passed without a connection), when handlers
+Several bots: ``dingworker sales=sales.bot:route support=support.bot:route`` (see
+:mod:`dingworker.apps`).
+
+Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when a
+stream client fails for good (credentials refused, ``--give-up-after`` passed without a
+connection; with several apps, when any did), when handlers
 are still running once ``--grace`` is over, or on a hard stop by a second SIGTERM; 130 on a
 hard stop by a second SIGINT; 2 for a usage error (bad APP, missing credentials, bad option
 value).
@@ -28,7 +32,8 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, NamedTuple, Optional, TextIO
+from functools import partial
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
 import click
@@ -39,13 +44,15 @@ from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
 
 from .app import load_router
+from .apps import Fleet, credentials_for, parse_apps
 from .emulator import quiet_emulator, start_emulator
-from .health import HealthServer, HealthSource
+from .health import HealthServer
 from .signals import ShutdownRequest, capture_signals
 
 __all__ = [
     "main",
     "run_worker",
+    "run_apps",
     "load_router",
     "build_dedupe_store",
     "configure_logging",
@@ -154,9 +161,23 @@ def configure_logging(
 
 
 def run_worker(
-    router: dingsync.Router,
+    router: dingsync.Router, *, credentials: dingsync.Credentials, **options: Any
+) -> Outcome:
+    """Run ``router`` until a signal, ``max_runtime`` or a fatal client error; then drain.
+
+    The options are those of :func:`run_apps`, which this calls with one unnamed app.
+
+    Example::
+
+        outcome = run_worker(route, credentials=dingsync.Credentials.from_env(), max_runtime=50)
+        sys.exit(outcome.code)
+    """
+    return run_apps([(None, router, credentials)], **options)
+
+
+def run_apps(
+    apps: Sequence[Tuple[Optional[str], dingsync.Router, dingsync.Credentials]],
     *,
-    credentials: dingsync.Credentials,
     endpoints: Optional[dingsync.Endpoints] = None,
     config: Optional[dingsync.StreamConfig] = None,
     grace: float = 30.0,
@@ -166,47 +187,55 @@ def run_worker(
     shutdown: Optional[ShutdownRequest] = None,
     dedupe: Optional[DedupeStore] = None,
 ) -> Outcome:
-    """Run ``router`` until a signal, ``max_runtime`` or a fatal client error; then drain.
+    """Run each app's Router on its own stream client until a signal, ``max_runtime``, or
+    until no app runs any more; then drain them all.
 
     SIGINT/SIGTERM are captured while it runs (main thread only): the first one drains within
     ``grace`` seconds, a second one stops at once. Other threads can ask for a stop through
-    ``shutdown.request("reason")``. ``dedupe`` is the client's dedupe store (default: in
-    memory; see :func:`build_dedupe_store`).
+    ``shutdown.request("reason")``. ``dedupe`` is the clients' dedupe store (default: in
+    memory; see :func:`build_dedupe_store`). An app whose credentials are refused, or that
+    gives up, is logged and left out; the others run on, and the exit code is then 1.
 
     When the outcome is not ``clean``, handler threads are still running; the command then ends
     the process with ``os._exit`` because those threads would keep the interpreter alive.
 
     Example::
 
-        outcome = run_worker(route, credentials=dingsync.Credentials.from_env(), max_runtime=50)
+        outcome = run_apps([("sales", sales_route, sales_creds), ("hr", hr_route, hr_creds)])
         sys.exit(outcome.code)
     """
-    client = dingsync.StreamClient(
-        credentials,
-        router,
-        endpoints=endpoints,
-        config=config if config is not None else dingsync.StreamConfig(),
-        dedupe=dedupe,
+    fleet = Fleet(
+        [
+            (
+                name,
+                dingsync.StreamClient(
+                    credentials,
+                    router,
+                    endpoints=endpoints,
+                    config=config if config is not None else dingsync.StreamConfig(),
+                    dedupe=dedupe,
+                ),
+            )
+            for name, router, credentials in apps
+        ]
     )
     request = shutdown if shutdown is not None else ShutdownRequest()
     server: Optional[HealthServer] = None
     with capture_signals(request):
         try:
             if health_port is not None:
-                server = HealthServer(_health_source(client), host=health_host, port=health_port)
+                server = HealthServer(fleet.health, host=health_host, port=health_port)
                 server.start()
                 log.info("health on %s/healthz, metrics on %s/metrics", server.url, server.url)
-            try:
-                client.start()
-            except dingsync.AuthError as exc:  # refused at the first attempt: a typo, not an outage
-                log.error("stream client stopped: %s", exc)
+            if not fleet.start():
                 return Outcome(1)
-            failure = _wait_for_stop(client, request, max_runtime)
+            failure = _wait_for_stop(fleet, request, max_runtime)
             if failure is not None:
                 log.error("stream client stopped: %s", failure)
-                client.stop(timeout=grace, drain=True)
+                fleet.stop(grace, drain=True)
                 return Outcome(1)
-            return _drain(client, request, grace)
+            outcome = _drain(fleet, request, grace)
+            return Outcome(1) if fleet.failed and outcome == Outcome(0) else outcome
         finally:
             if server is not None:
                 server.stop()
@@ -257,61 +286,36 @@ def _describe_dedupe(spec: str) -> str:
     return f"Redis at {where}{port}{parts.path if parts.hostname else ''}"
 
 
-def _health_source(client: dingsync.StreamClient) -> HealthSource:
-    def source() -> tuple[bool, dict[str, Any]]:
-        healthy, details = client.health()
-        details = dict(details)
-        # The client keeps monotonic times; probes and Prometheus want Unix time.
-        offset = time.time() - time.monotonic()
-        for key in ("last_frame_at", "last_alive_at"):
-            if isinstance(details.get(key), (int, float)):
-                details[key] = round(details[key] + offset, 3)
-        return bool(healthy), details
-
-    return source
-
-
 def _wait_for_stop(
-    client: dingsync.StreamClient, request: ShutdownRequest, max_runtime: Optional[float]
+    fleet: Fleet, request: ShutdownRequest, max_runtime: Optional[float]
 ) -> Optional[str]:
-    """Block until a stop is requested; return a description if the client died instead."""
+    """Block until a stop is requested; return a description if every client died instead."""
     started = time.monotonic()
     # Polling, not Event.wait: the signal handler must not take the lock an Event would need.
     while not request.drain:
         if max_runtime is not None and time.monotonic() - started >= max_runtime:
             request.request("max-runtime")
             break
-        error = _client_failure(client)
+        error = fleet.failure()
         if error is not None:
             return error
         time.sleep(_TICK)
     return None
 
 
-def _client_failure(client: dingsync.StreamClient) -> Optional[str]:
-    # StreamClient.start() keeps the exception that ended its thread (ReconnectGaveUp ...).
-    error = client.error
-    if error is not None:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float) -> Outcome:
+def _drain(fleet: Fleet, request: ShutdownRequest, grace: float) -> Outcome:
     log.info(
         "stopping (%s): no new messages, waiting up to %gs for running handlers",
         request.reason,
         grace,
     )
     errors: list[BaseException] = []
-
-    def stop() -> None:
-        try:
-            client.stop(timeout=grace, drain=True)
-        except Exception as exc:  # reported by the main thread, which owns the exit code
-            errors.append(exc)
-
     # The drain runs beside the main thread so that a second signal can still cut it short.
-    stopper = threading.Thread(target=stop, name="dingworker-drain", daemon=True)
+    stopper = threading.Thread(
+        target=lambda: errors.extend(fleet.stop(grace, drain=True)),
+        name="dingworker-drain",
+        daemon=True,
+    )
     stopper.start()
     while stopper.is_alive():
         if request.hard:
@@ -319,16 +323,14 @@ def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float
                 "second stop request (%s): stopping now without waiting for handlers",
                 request.reason,
             )
-            try:
-                client.stop(timeout=_HARD_STOP_TIMEOUT, drain=False)
-            except Exception:
-                log.exception("hard stop failed")
+            for error in fleet.stop(_HARD_STOP_TIMEOUT, drain=False):
+                log.error("hard stop failed: %s: %s", type(error).__name__, error)
             return Outcome(130 if request.last_signal == signal.SIGINT else 1, clean=False)
         stopper.join(_TICK)
     if errors:
         log.error("stop failed: %s: %s", type(errors[0]).__name__, errors[0])
         return Outcome(1, clean=False)
-    in_flight = client.stats.in_flight
+    in_flight = fleet.in_flight
     if in_flight:
         log.warning(
             "%d handler(s) still running after --grace %gs; exiting anyway", in_flight, grace
@@ -336,6 +338,17 @@ def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float
         return Outcome(1, clean=False)
     log.info("stopped cleanly")
     return Outcome(0)
+
+
+def _run_named(
+    apps: List[Tuple[Optional[str], dingsync.Router, dingsync.Credentials]],
+    router: dingsync.Router,
+    *,
+    credentials: dingsync.Credentials,
+    **options: Any,
+) -> Outcome:
+    """``run_worker`` for named apps: each runs its own router on its own credentials."""
+    return run_apps(apps, **options)
 
 
 def _exit(outcome: Outcome) -> None:
@@ -349,7 +362,7 @@ def _exit(outcome: Outcome) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("app", metavar="APP")
+@click.argument("apps", metavar="APP...", nargs=-1, required=True)
 @click.option(
     "--app-dir",
     default=".",
@@ -463,7 +476,7 @@ def _exit(outcome: Outcome) -> None:
 )
 @click.version_option(dingsync.__version__, prog_name="dingworker")
 def main(
-    app: str,
+    apps: Tuple[str, ...],
     app_dir: str,
     factory: bool,
     client_id: Optional[str],
@@ -482,17 +495,27 @@ def main(
     http_address: Optional[str] = None,
     also_stream: bool = False,
 ) -> None:
-    """Run the dingsync Router named by APP ("module:attr", e.g. myapp.handlers:route).
+    """Run the dingsync Router named by APP ("module:attr", e.g. myapp.handlers:route), or
+    several named bots ("sales=sales.bot:route support=support.bot:route"), each with its own
+    credentials from DINGTALK_<NAME>_CLIENT_ID and DINGTALK_<NAME>_CLIENT_SECRET.
 
     The first SIGTERM or SIGINT stops intake and lets running handlers finish (up to --grace);
     a second one stops at once.
     """
     try:
+        specs = parse_apps(apps)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    named = specs[0].name is not None
+    if named and (emulator or http_address is not None or also_stream):
+        raise _UsageError("--emulator and --http run one APP without a name; named apps stream")
+    try:
         # Logging is on already, so that --log-level debug shows a failing import's traceback.
         with configure_logging(log_level, log_format):
-            router = load_router(app, factory=factory, app_dir=app_dir)
+            routers = [load_router(spec.target, factory=factory, app_dir=app_dir) for spec in specs]
     except ImportFromStringError as exc:
         raise _UsageError(str(exc)) from None
+    router = routers[0]
     try:
         config = dingsync.StreamConfig(
             concurrency=concurrency,
@@ -510,7 +533,14 @@ def main(
 
     credentials: Optional[dingsync.Credentials] = None
     endpoints: Optional[dingsync.Endpoints] = None
-    if not emulator:
+    if named:  # each with its own credentials
+        try:
+            fleet = [(s.name, r, credentials_for(s, os.environ)) for s, r in zip(specs, routers)]
+        except dingsync.ConfigurationError as exc:
+            raise _UsageError(str(exc)) from None
+        serve = partial(_run_named, fleet)
+        credentials, endpoints = fleet[0][2], dingsync.Endpoints.from_env()
+    elif not emulator:
         if not client_id or not client_secret:
             raise _UsageError(
                 "missing credentials: set DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET "

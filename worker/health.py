@@ -38,6 +38,7 @@ HealthSource = Callable[[], Tuple[bool, Mapping[str, Any]]]
 
 #: (stats key, metric name, type, help). Keys missing from the details are left out.
 METRICS: Tuple[Tuple[str, str, str, str], ...] = (
+    ("healthy", "dingsync_app_healthy", "gauge", "1 while this app is healthy (several apps)."),
     ("connected", "dingsync_connected", "gauge", "1 while a gateway connection is open."),
     ("in_flight", "dingsync_in_flight", "gauge", "Handlers running right now."),
     (
@@ -125,7 +126,8 @@ def _format(value: float) -> str:
 
 
 def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
-    """Render ``details`` in the Prometheus text format, plus ``dingsync_healthy``.
+    """Render ``details`` in the Prometheus text format, plus ``dingsync_healthy``; with
+    several apps (``details["apps"]``) each sample carries an ``app`` label.
 
     Example:
         >>> print(render_metrics(True, {"acks_sent": 2}), end="")
@@ -141,12 +143,22 @@ def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
         "# TYPE dingsync_healthy gauge",
         f"dingsync_healthy {1 if healthy else 0}",
     ]
+    apps = details.get("apps")
+    sources = list(apps.items()) if isinstance(apps, Mapping) else [(None, details)]
     for key, name, kind, help_text in METRICS:
-        value = _number(details.get(key))
-        if value is None:
+        samples = [(app, _number(values.get(key))) for app, values in sources]
+        present = [(app, value) for app, value in samples if value is not None]
+        if not present:
             continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_format(value)}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for app, value in present:
+            label = "" if app is None else f'{{app="{_escape(str(app))}"}}'
+            lines.append(f"{name}{label} {_format(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _escape(label: str) -> str:
+    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class HealthServer:
