@@ -33,7 +33,6 @@ from .figures import (
     footprint,
     idle,
     reconnect,
-    stalls,
     throughput,
     zombie,
 )
@@ -47,7 +46,7 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "cron": cron.run,
     "callbacks": callbacks.run,
     "idle": idle.run,
-    "stalls": stalls.run,
+    "stalls": zombie.run_mid_burst,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
