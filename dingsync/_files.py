@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import uuid
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 from .errors import ConfigurationError
 
@@ -183,11 +183,6 @@ class FileLock:
                     os.close(self._fd)
         finally:
             self._thread_lock.release()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        with self:
-            yield
 
 
 def _flock(fd: int, *, exclusive: bool) -> None:

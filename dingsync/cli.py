@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mimetypes
+import os
 import signal
 import sys
 import time
@@ -30,6 +32,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import click
 
+from ._extras import missing_extra
 from ._version import __version__
 from .config import Credentials, Endpoints
 from .errors import ConfigurationError, DingSyncError, TransportError
@@ -376,6 +379,10 @@ def download(code: str, dest: str, robot_code: Optional[str], timeout: float) ->
     click.echo(f"saved {seen[0]} bytes to {path}")
 
 
+EMULATOR_GROUP = "cidEmulatorGroup=="
+_FEED_TICK = 0.2  # how often the emulator command looks for new messages to print
+
+
 @main.command(epilog=EXIT_HELP)
 @click.option("--client-id", default="test-client-id", show_default=True)
 @click.option("--client-secret", default="test-client-secret", show_default=True)
@@ -383,17 +390,44 @@ def download(code: str, dest: str, robot_code: Optional[str], timeout: float) ->
     "--webhook", "webhooks", multiple=True, metavar="TOKEN", help="Register a custom robot."
 )
 @click.option("--webhook-secret", help="Signing secret of the --webhook robots.")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="OPEN_CONVERSATION_ID",
+    help=f"A group the robot is in (repeatable; {EMULATOR_GROUP} always is). Sends to any "
+    "other conversation are refused, as DingTalk refuses them.",
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve this file for `dingsync download` (repeatable); its download code is printed.",
+)
 @_exits
 def emulator(
-    client_id: str, client_secret: str, webhooks: Tuple[str, ...], webhook_secret: Optional[str]
+    client_id: str,
+    client_secret: str,
+    webhooks: Tuple[str, ...],
+    webhook_secret: Optional[str],
+    groups: Tuple[str, ...],
+    files: Tuple[str, ...],
 ) -> None:
-    """Run the local DingTalk emulator in the foreground (Ctrl-C stops it)."""
+    """Run the local DingTalk emulator in the foreground (Ctrl-C stops it).
+
+    Every message it receives (robot sends, custom-robot webhooks, session replies, work
+    notifications) is printed as one line; GET <api>/_emulator/sent lists them as JSON.
+
+    \b
+    Example:
+      dingsync emulator --group cidNightly== --file ./report.pdf
+    """
     try:
         from .testing import FakeDingTalk
+        from .testing._feed import MessageFeed
     except ImportError as exc:
-        raise ConfigurationError(
-            f"the emulator needs the testing extra: pip install 'dingsync[testing]' ({exc})"
-        ) from exc
+        raise ConfigurationError(missing_extra("the emulator", "testing", exc)) from exc
 
     def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt  # docker stop / systemd send SIGTERM: stop cleanly as on Ctrl-C
@@ -401,25 +435,45 @@ def emulator(
     with contextlib.suppress(ValueError):  # only the main thread may install handlers
         signal.signal(signal.SIGTERM, interrupt)
     fake = FakeDingTalk(client_id, client_secret)
+    fake.strict_conversations = True
+    fake.add_conversation(EMULATOR_GROUP, *groups)
     fake.start()
+    feed = MessageFeed(fake)
     try:
         click.echo(f"DingTalk emulator for client id {client_id}")
         click.echo(f"  new-style API (api): {fake.api_base}")
         click.echo(f"  old-style API (oapi): {fake.oapi_base}")
+        click.echo(f"  groups the robot is in: {', '.join(sorted(fake.conversations))}")
         for token_value in webhooks:
             url = fake.add_webhook_robot(token_value, secret=webhook_secret)
             click.echo(f"  custom robot: {url}")
+        for number, path in enumerate(files, 1):
+            code = f"code-{number}"
+            with open(path, "rb") as handle:
+                data = handle.read()
+            name = os.path.basename(path)
+            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            fake.add_file(code, data, filename=name, content_type=kind)
+            click.echo(f"  file {name} ({len(data)} bytes): dingsync download {code} ./{name}")
+        click.echo(f"  sent messages as JSON: {fake.api_base}/_emulator/sent")
         click.echo("Point dingsync (or the official SDK) at it with:")
         for name, value in fake.env().items():
             click.echo(f"export {name}={value}")
-        click.echo("Press Ctrl-C to stop.")
+        click.echo("Press Ctrl-C to stop. Each message it receives is printed below.")
         while True:
-            time.sleep(3600)
+            _print_feed(feed)
+            time.sleep(_FEED_TICK)
     except KeyboardInterrupt:
         pass
     finally:
         fake.stop()
+    _print_feed(feed)
     click.echo("emulator stopped")
+
+
+def _print_feed(feed: Any) -> None:
+    for line in feed.new_lines():
+        click.echo(f"{datetime.now().strftime('%H:%M:%S')} {line}")
 
 
 @main.command(epilog=EXIT_HELP)

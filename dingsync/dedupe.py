@@ -214,15 +214,11 @@ class RedisDedupeStore:
     ) -> None:
         if ttl <= 0 or processing_ttl <= 0:
             raise ConfigurationError("ttl and processing_ttl must be positive")
-        if isinstance(redis, str):
-            try:
-                import redis as redis_lib
-            except ImportError:
-                raise ConfigurationError(
-                    "RedisDedupeStore needs the redis package: pip install 'dingsync[redis]'"
-                ) from None
-            redis = redis_lib.Redis.from_url(redis)
-        self.redis = redis
+        from .ratelimit import redis_from
+
+        # With the same timeouts as the token cache and the limiter: a silent Redis must not
+        # hang a handler thread (a store failure runs the handler without dedupe).
+        self.redis = redis_from(redis)
         self.ttl = ttl
         self.prefix = prefix
         self.processing_ttl = processing_ttl

@@ -96,9 +96,9 @@ def redis_from(client_or_url: Union[str, redis.Redis]) -> redis.Redis:
     try:
         import redis as redis_lib
     except ImportError as exc:
-        raise ConfigurationError(
-            "the Redis backends need the redis package: pip install 'dingsync[redis]'"
-        ) from exc
+        from ._extras import missing_extra
+
+        raise ConfigurationError(missing_extra("the Redis backends", "redis", exc)) from exc
     return redis_lib.Redis.from_url(
         client_or_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
     )

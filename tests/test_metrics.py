@@ -174,3 +174,26 @@ def test_a_session_expiring_locally_is_not_a_webhook_send(dingtalk: FakeDingTalk
     with pytest.raises(DingSyncError):
         ctx.reply("late")
     assert delta.changed() == {}
+
+
+def test_the_readme_export_block_runs_as_written(dingtalk: FakeDingTalk, api: ApiClient) -> None:
+    """README "Metrics": start_http_server serves the counter (on a free port here)."""
+    import re
+    import socket
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if b.startswith("# metrics_export.py")
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert "start_http_server(9100)" in block
+    exec(compile(block.replace("9100", str(port)), "README:metrics", "exec"), {})  # noqa: S102
+    api.robot.send_to_group("cid1", "exported")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        body = resp.read().decode()
+    assert f'{NAME}{{channel="robot_api",outcome="ok"}}' in body

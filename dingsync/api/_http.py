@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import re
 import tempfile
 import threading
@@ -34,7 +33,6 @@ import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import urlsplit
 
-import attrs
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -62,10 +60,18 @@ from ._envelopes import (
     mark_maybe_sent,
     old_error,
     scrub,
-    should_retry,
     snippet,
     token_rejected,
     where,
+)
+from ._retry import (
+    _EXHAUSTED,
+    DEFAULT_RETRY,
+    NO_RETRY,
+    Budget,
+    RetryPolicy,
+    Sleep,
+    run_with_retries,
 )
 
 __all__ = [
@@ -83,85 +89,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Timeout = Union[float, Tuple[float, float]]
 Decoder = Callable[[requests.Response], Any]
-Sleep = Callable[[float], Any]
 
 DEFAULT_TIMEOUT: Timeout = 10.0
 DEFAULT_POOL_SIZE = 10
 _CHUNK = 64 * 1024
-_LOUD_WAIT = 1.0  # waits longer than this are logged as warnings: a silent stall looks like a hang
-_EXHAUSTED = "_dingsync_retries_exhausted"  # set on an error whose own retry loop already ran
-
-
-def _positive(_instance: Any, attribute: Any, value: Any) -> None:
-    if isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How transient failures are retried: ``attempts`` in all, exponential backoff + jitter.
-
-    The n-th retry waits ``min(initial * 2**(n-1), max) + uniform(0, jitter)`` seconds, or
-    longer when DingTalk said how long to wait (``RateLimited.retry_after``, e.g. 60 s for a
-    per-minute limit, honoured in full). No call takes longer than ``deadline`` seconds in all:
-    a retry whose wait would pass it is not made, and the last error is raised instead.
-
-    Example:
-        >>> RetryPolicy(attempts=3, initial=1.0).attempts
-        3
-        >>> RetryPolicy(deadline=30.0).deadline
-        30.0
-    """
-
-    attempts: int = attrs.field(default=4, validator=_positive)
-    initial: float = attrs.field(default=0.5, validator=_positive)
-    max: float = attrs.field(default=30.0, validator=_positive)
-    jitter: float = 0.5
-    deadline: float = attrs.field(default=90.0, validator=_positive)
-
-    def delay(self, retry_number: int, error: Optional[BaseException]) -> float:
-        """Seconds to wait before retry number ``retry_number`` (1-based)."""
-        wait = float(min(self.initial * 2 ** (retry_number - 1), self.max))
-        wait += random.uniform(0, self.jitter) if self.jitter > 0 else 0.0
-        if isinstance(error, RateLimited) and error.retry_after:
-            wait = max(wait, float(error.retry_after))
-        return wait
-
-
-class Budget:
-    """The time one call has used against its deadline.
-
-    Counts the real time spent outside sleeps plus the waits asked for, so that an injected
-    no-op ``sleep`` (tests) uses up the budget exactly as a real one would.
-
-    Example:
-        >>> budget = Budget(10.0)
-        >>> budget.sleep(lambda s: None, 4.0)
-        >>> 5.9 < budget.left() <= 6.0
-        True
-    """
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self._start = time.monotonic()
-        self._slept_for_real = 0.0
-        self._waited = 0.0
-
-    def used(self) -> float:
-        return time.monotonic() - self._start - self._slept_for_real + self._waited
-
-    def left(self) -> float:
-        return self.limit - self.used()
-
-    def sleep(self, sleep: Sleep, seconds: float) -> None:
-        started = time.monotonic()
-        sleep(seconds)
-        self._slept_for_real += time.monotonic() - started
-        self._waited += seconds
-
-
-DEFAULT_RETRY = RetryPolicy()
-NO_RETRY = RetryPolicy(attempts=1)
 
 
 class HttpCore:
@@ -363,37 +294,9 @@ class HttpCore:
         return budget if budget is not None else self.new_budget()
 
     def _retry_loop(self, fn: Callable[[], T], *, idempotent: bool, budget: Budget) -> T:
-        policy = self.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except DingSyncError as exc:
-                if (
-                    attempt >= policy.attempts
-                    or getattr(exc, _EXHAUSTED, False)
-                    or not should_retry(exc, idempotent)
-                ):
-                    raise
-                wait = policy.delay(attempt, exc)
-                if wait > budget.left():
-                    logger.warning(
-                        "giving up after %s: waiting %.1f s would pass the call's %.0f s deadline",
-                        type(exc).__name__,
-                        wait,
-                        budget.limit,
-                    )
-                    raise
-                log = logger.warning if wait > _LOUD_WAIT else logger.info
-                log(
-                    "%s; retrying in %.1f s (attempt %d of %d)",
-                    _brief(exc),
-                    wait,
-                    attempt + 1,
-                    policy.attempts,
-                )
-                budget.sleep(self._sleep, wait)
+        return run_with_retries(
+            fn, policy=self.retry, idempotent=idempotent, budget=budget, sleep=self._sleep
+        )
 
     def download_to(
         self,
@@ -612,11 +515,6 @@ def _new_session(pool_size: int) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(exc).split(". ", 1)[0]
-    return f"{type(exc).__name__}: {text[:160]}"
 
 
 def _map_requests_error(

@@ -35,10 +35,10 @@ from ..context import WebhookPoster
 from ..dedupe import Deduper, DedupeStore, MemoryDedupeStore
 from ..errors import StreamError
 from ..frames import Ack
+from ..handling import Jobs
 from ..routing import Router
 from .connection import Connection
 from .gateway import Connector
-from .jobs import Jobs
 from .liveness import Counters, Keepalive, StreamStats, assess
 from .reader import Reader
 from .workers import HandlerPool

@@ -1,4 +1,5 @@
-"""A scripted stdlib HTTP server for the faults the emulator has no knob for (redirects, proxies).
+"""A scripted stdlib HTTP server for the faults the emulator has no knob for (redirects, proxies),
+and ``wait_until`` for conditions another thread brings about.
 
 Each request is answered by ``answer(method, path, headers, body) -> (status, headers, body)``
 and recorded, so a test can check what reached the server (and which headers it carried).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 from urllib.parse import urlsplit
@@ -80,3 +82,12 @@ def token_or(answer: Script) -> Script:
         return answer(method, path, headers, body)
 
     return script
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        pause.wait(0.005)

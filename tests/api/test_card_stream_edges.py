@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Callable, List
+from typing import List
 
 import pytest
+from _servers import wait_until
 
 from dingsync.api import ApiClient
 from dingsync.api.cards import group_space, robot_space
@@ -16,14 +16,6 @@ from dingsync.testing import FakeDingTalk
 STREAMING = "/v1.0/card/streaming"
 QPS = {"code": "Forbidden.AccessDenied.QpsLimitForApi", "message": "请求过于频繁"}
 REFUSED = {"code": "param.invalid", "message": "no"}
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        pause.wait(0.01)
 
 
 def test_a_failed_final_update_marks_the_card_failed(
@@ -81,7 +73,7 @@ def test_pending_text_is_flushed_when_the_producer_pauses(
         card.append("Thinking")
         card.append("...")  # within the interval: held back
         stored = dingtalk.cards[card.out_track_id]
-        _wait_until(lambda: stored.streams.get("content") == "Thinking...")
+        wait_until(lambda: stored.streams.get("content") == "Thinking...")
         assert not stored.stream_calls[-1]["isFinalize"]
     assert stored.status == "finished"
 
@@ -97,7 +89,7 @@ def test_finish_waits_for_an_in_flight_update_and_a_late_append_raises(
     dingtalk.fail_next("PUT", STREAMING, status=200, body={"success": True}, delay=0.5)
     finisher = threading.Thread(target=card.finish)
     finisher.start()
-    _wait_until(lambda: dingtalk.count("PUT", STREAMING) > before)  # the final update is out
+    wait_until(lambda: dingtalk.count("PUT", STREAMING) > before)  # the final update is out
     with pytest.raises(ConfigurationError, match="already finished"):
         card.append(" and a late word")
     finisher.join()

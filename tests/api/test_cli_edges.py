@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import pytest
 from click.testing import CliRunner, Result
@@ -118,3 +118,20 @@ def test_send_to_users_says_who_got_it(dingtalk: FakeDingTalk) -> None:
         result.output
     )
     assert "not sent to: " + ", ".join(users[40:]) in result.output
+
+
+def test_redis_shares_webhook_pacing_and_tokens_between_machines(
+    dingtalk: FakeDingTalk, redis_url: str, redis_client: Any
+) -> None:
+    """DINGSYNC_REDIS_URL puts the webhook's pacing and the app's token in Redis."""
+    dingtalk.add_webhook_robot(TOKEN)
+    env = {
+        **dingtalk.env(),
+        "DINGTALK_WEBHOOK": dingtalk.webhook_url(TOKEN),
+        "DINGSYNC_REDIS_URL": redis_url,
+    }
+    assert invoke(env, "send", "paced by redis").exit_code == 0
+    assert invoke(env, "send", "--group", "cid1", "hi").exit_code == 0
+    keys = {k.decode() for k in redis_client.keys("*")}
+    assert any(k.startswith("dingsync:ratelimit:webhook:") for k in keys), keys
+    assert any(k.startswith("dingsync:token:") for k in keys), keys

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import pytest
-from _servers import Answer, json_answer, scripted, token_or
+from _servers import Answer, json_answer, scripted, token_or, wait_until
 
 from dingsync.api import ApiClient, RetryPolicy
 from dingsync.config import Endpoints
@@ -170,14 +169,6 @@ def test_waits_over_a_second_are_logged(
 
 
 # -- the connection pool ------------------------------------------------------------------------
-def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    event = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        event.wait(0.005)
-
-
 def _pool_full_warnings(
     dingtalk: FakeDingTalk, caplog: pytest.LogCaptureFixture, **kwargs: object
 ) -> int:
@@ -202,7 +193,7 @@ def _pool_full_warnings(
             # one connection at a time: a burst of 16 connects overflows the server's backlog
             before = dingtalk.count("POST", GROUP)
             worker.start()
-            _wait_until(lambda before=before: dingtalk.count("POST", GROUP) > before)  # type: ignore[misc]
+            wait_until(lambda before=before: dingtalk.count("POST", GROUP) > before)  # type: ignore[misc]
         for worker in workers:
             worker.join()
     api.close()

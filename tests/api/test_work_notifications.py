@@ -225,7 +225,7 @@ def test_the_readme_work_notification_block_runs_as_written(
         monkeypatch.setenv(name, value)
     dingtalk.mark_users_invalid("u2")
     namespace: Dict[str, object] = {}
-    code = _block("python", "import dingsync\nfrom dingsync import messages as m\n\napi = ")
+    code = _block("python", "# work_notice_snippet.py")
     exec(compile(code, "README:work-notifications", "exec"), namespace)  # noqa: S102
     assert namespace["result"].skipped_user_ids == ("u2",)  # type: ignore[attr-defined]
     assert dingtalk.work_notices[0].user_ids == ("manager593", "u2")
