@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 from .errors import ConfigurationError, DingSyncError, RateLimited, TransportError
 
@@ -87,17 +87,24 @@ def outcome_of(error: Optional[BaseException]) -> str:
     return "failed"
 
 
-@contextlib.contextmanager
-def counting(channel: str) -> Iterator[None]:
-    """Count the send made inside the block, with the outcome its exception (if any) implies.
+_NOT_COUNTING = contextlib.nullcontext()
+
+
+def counting(channel: str) -> ContextManager[None]:
+    """Count the send made inside the block, with the outcome its exception (if any) implies
+    (a shared no-op context without prometheus-client).
 
     Example:
         >>> with counting("robot_api"):
         ...     pass
     """
     if _counter is None:
-        yield
-        return
+        return _NOT_COUNTING
+    return _counted(channel)
+
+
+@contextlib.contextmanager
+def _counted(channel: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
