@@ -298,7 +298,7 @@ class Context:
         offline = isinstance(self._post, _Recorder) and not msg.session_webhook
         live = bool(msg.session_webhook) and msg.session_webhook_valid(self._now())
         if body is not None and (live or offline):
-            from .messages import check_size
+            from .limits import check_size
 
             check_size("session webhook", body)
             try:
@@ -362,7 +362,7 @@ class Context:
             self.logger.warning(
                 "replying through the OpenAPI, which cannot @-mention: sent without"
             )
-            message = message.without_mentions()  # type: ignore[attr-defined]
+            message = message.without_mentions()
         if msg.is_group:
             if not msg.conversation_id:
                 raise ConfigurationError("the message has no conversationId to reply to")

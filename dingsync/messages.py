@@ -12,7 +12,7 @@ Each message renders itself for every path that can carry it:
 
 @-mentions exist only on the two webhook paths; the robot OpenAPI and work notifications raise
 :class:`~dingsync.errors.MentionNotSupported` rather than send the text without them. Every send
-path checks the size DingTalk takes (:data:`LIMITS`) before sending, with :func:`check_size`.
+path checks the size DingTalk takes before sending (:mod:`dingsync.limits`).
 
 Example:
     >>> from dingsync import messages as m
@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import attrs
 
-from .errors import ConfigurationError, MentionNotSupported, MessageTooLong, UnsupportedMessage
+from .errors import ConfigurationError, MentionNotSupported, UnsupportedMessage
 
 __all__ = [
     "Message",
@@ -47,66 +47,14 @@ __all__ = [
     "Audio",
     "Video",
     "as_message",
-    "check_size",
-    "body_size",
     "FILE_TYPES",
     "MAX_BUTTONS",
-    "LIMITS",
 ]
 
 MAX_BUTTONS = 5
 MAX_BUTTON_TITLE = 20
 MAX_URL = 500
 FILE_TYPES = ("xlsx", "pdf", "zip", "rar", "doc", "docx")
-
-#: The most each send path takes, in bytes of UTF-8: of ``msgParam`` for the robot OpenAPI, of
-#: the JSON body for the webhooks, of the ``msg`` object for work notifications. DingTalk
-#: publishes only the robot's 15,000 (openapi.md §3.2; the 1:1 and private-chat sends share its
-#: validator). The webhooks' 20,000 is what common clients cap at, and work notifications get the
-#: robot's figure: a message DingTalk would cut or drop is better refused here, with its size.
-LIMITS: Dict[str, int] = {
-    "robot 1:1": 15_000,
-    "robot group": 15_000,
-    "robot private chat": 15_000,
-    "custom robot": 20_000,
-    "session webhook": 20_000,
-    "work notification": 15_000,
-}
-
-
-def body_size(body: Any) -> int:
-    """The size DingTalk receives: UTF-8 bytes of ``body`` (a string, or JSON-encoded).
-
-    Example:
-        >>> body_size("日报"), body_size({"text": {"content": "ok"}})
-        (6, 27)
-    """
-    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-    return len(text.encode("utf-8"))
-
-
-def check_size(channel: str, body: Any) -> None:
-    """Refuse ``body`` when it is over the limit of ``channel`` (a key of :data:`LIMITS`).
-
-    Example:
-        >>> check_size("robot group", "x" * 15_001)
-        Traceback (most recent call last):
-        ...
-        dingsync.errors.MessageTooLong: the message is 15,001 bytes; the robot group path takes at most 15,000 (nothing was sent): shorten it, split it, or send a link to the full text
-
-    Raises:
-        MessageTooLong: with ``channel``, ``size`` and ``limit``.
-    """
-    limit = LIMITS[channel]
-    size = body_size(body)
-    if size > limit:
-        raise MessageTooLong(
-            f"the message is {size:,} bytes; the {channel} path takes at most {limit:,} "
-            "(nothing was sent): shorten it, split it, or send a link to the full text",
-            channel=channel,
-            size=size,
-            limit=limit,
-        )
 
 
 def _dumps(param: Dict[str, str]) -> str:
@@ -177,6 +125,10 @@ class Message:
     def has_mentions(self) -> bool:
         """True when the message @-mentions someone (only Text and Markdown can)."""
         return False
+
+    def without_mentions(self) -> Message:
+        """The message, mentioning nobody."""
+        return self
 
 
 def _with_mentions(text: str, user_ids: Sequence[str], mobiles: Sequence[str]) -> str:

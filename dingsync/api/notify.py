@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 import attrs
 
 from ..errors import ApiError, ConfigurationError
-from ..messages import MessageLike, as_message, check_size
+from ..limits import check_size
+from ..messages import MessageLike, as_message
 from ..metrics import counting
 from ._http import HttpCore
 

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import attrs
 
 from ..errors import ApiError, ConfigurationError, DingSyncError
-from ..messages import LIMITS, MessageLike, as_message, check_size
+from ..limits import LIMITS, check_size
+from ..messages import MessageLike, as_message
 from ..metrics import counting
 from ._http import HttpCore
 

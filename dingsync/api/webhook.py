@@ -49,7 +49,8 @@ from ..errors import (
     WebhookSecurityError,
     WebhookThrottled,
 )
-from ..messages import LIMITS, Message, MessageLike, as_message, check_size
+from ..limits import LIMITS, check_size
+from ..messages import Message, MessageLike, as_message
 from ..metrics import counting
 from ..ratelimit import SHARED_WINDOW, FileRateLimiter, MemoryRateLimiter, RateLimiter
 from ._envelopes import decode_old, json_body

@@ -16,6 +16,7 @@ from dingsync import messages as m
 from dingsync.api import ApiClient
 from dingsync.errors import ConfigurationError, MessageTooLong
 from dingsync.frames import Frame
+from dingsync.limits import LIMITS
 from dingsync.testing import FakeDingTalk
 
 Send = Callable[[FakeDingTalk, ApiClient, m.Message], Any]
@@ -81,7 +82,7 @@ def test_every_path_refuses_an_over_long_message_before_sending(
     error = info.value
     assert isinstance(error, ConfigurationError)
     assert error.channel == channel
-    assert error.limit == m.LIMITS[channel]
+    assert error.limit == LIMITS[channel]
     assert error.size > error.limit
     assert f"{error.size:,} bytes" in str(error) and f"at most {error.limit:,}" in str(error)
     assert "nothing was sent" in str(error)

@@ -72,7 +72,7 @@ def test_paths_without_mentions_refuse_them_and_name_the_ones_with(
 
 def test_the_same_message_without_mentions_goes_out(dingtalk: FakeDingTalk, api: ApiClient) -> None:
     """without_mentions() is the explicit way to send the text alone."""
-    api.robot.send_to_group("cid1", MENTIONING[0].without_mentions())  # type: ignore[attr-defined]
+    api.robot.send_to_group("cid1", MENTIONING[0].without_mentions())
     assert [x.text for x in dingtalk.group_messages("cid1")] == ["deploy done"]
 
 
