@@ -64,6 +64,7 @@ def make_context(quick: bool, runs: Optional[int], log_dir: Path) -> BenchContex
         ctx.zombie_default_dead_after = False
         ctx.import_runs = 5
         ctx.growth_messages = 20_000
+        ctx.growth_warmup = 10_000
         ctx.idle_seconds = 10.0
     if runs is not None:
         ctx.runs = ctx.throughput_runs = ctx.reconnect_runs = ctx.zombie_runs = runs

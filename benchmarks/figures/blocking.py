@@ -86,8 +86,8 @@ def run(ctx: BenchContext) -> List[Row]:
             "ms",
             dingsync=summarize(pick("dingsync", "ping_ms")),
             official=summarize(pick("official", "ping_ms")),
-            target="dingsync ≤ 50 ms",
-            check=lambda d, o: d <= 50,
+            target="dingsync ≤ 10 ms",
+            check=lambda d, o: d <= 10,
             note="ping push → its echo at the emulator",
         ),
     ]

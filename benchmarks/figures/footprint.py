@@ -4,9 +4,9 @@
   user's script pays it), median of ``import_runs``, the statements interleaved; one warm-up run
   each first so that bytecode caches exist. ``-X importtime`` names the top offenders.
 - Idle RSS: a connected client that has handled nothing, 3 s after it connected (/proc statm).
-- RSS growth: after a warm-up of 10,000 messages (enough to fill bounded caches such as the
-  dedupe LRU), RSS before and after ``growth_messages`` more (chunks of 10,000, each acked before
-  the next).
+- RSS growth: after a warm-up of ``growth_warmup`` messages (100,000: enough to fill bounded
+  caches, the largest being dingsync's memory dedupe store of ``dedupe_max_entries``), RSS
+  before and after ``growth_messages`` more (chunks of 10,000, each acked before the next).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def rss_growth(ctx: BenchContext, kind: str, tag: str) -> Dict[str, Any]:
     with Gateway() as gw, ClientProcess(kind, gw.env(), ctx.log_path(f"{tag}-{kind}")) as client:
         with client.blamed():
             gw.wait_connected(timeout=30, alive=client.alive)
-            gw.burst(10_000).wait_acked(timeout=120)  # fills bounded caches (dedupe LRU: 10k)
+            for _ in range(0, ctx.growth_warmup, chunk):  # fills bounded caches
+                gw.burst(chunk).wait_acked(timeout=120)
             time.sleep(1.0)
             before = client.rss() / MiB
             trace = [before]

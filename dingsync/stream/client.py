@@ -352,6 +352,7 @@ class StreamClient:
             verify=self.config.ca_bundle or True,
             proxies={"http": proxy, "https": proxy} if proxy else None,
         )
+        self._pool.start()
         self._keepalive.start()
         subs = self.router.subscriptions()
         if not subs:

@@ -1,6 +1,11 @@
-"""The handler pool: up to ``size`` threads, started as jobs overlap, behind a queue of at most
+"""The handler pool: ``size`` threads, started with the client, behind a queue of at most
 ``capacity`` jobs (a reader submitting one more waits: backpressure). A job never kills its
 thread: whatever it raises, ``BaseException`` included, is logged and the thread goes on.
+
+The threads start before any message: starting one costs its starter a wait for the new
+thread to be scheduled, and a reader that paid it for each thread in a burst answered the
+SYSTEM ping behind the burst tens of milliseconds late on a busy machine. Idle threads block on
+the queue and never wake.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ class HandlerPool:
         """Jobs queued or running right now."""
         return self._in_flight
 
+    def start(self) -> None:
+        """Start the threads; one the OS refuses is logged, and tried again on a later job."""
+        with self._lock:
+            while len(self._threads) < self._size and self._spawn():
+                pass
+
     def submit(self, job: Any, *, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Queue ``job``, waiting while the pool is full. False (the job is not queued) once
         the pool is closed, when ``give_up()`` turns true while waiting (checked whenever
@@ -98,15 +109,16 @@ class HandlerPool:
             for _ in self._threads:
                 self._queue.put(_STOP)
 
-    def _spawn(self) -> None:  # under _lock
+    def _spawn(self) -> bool:  # under _lock
         number = len(self._threads) + 1
         thread = threading.Thread(target=self._work, name=f"{self._name}-{number}", daemon=True)
         try:
             thread.start()
         except RuntimeError as exc:  # the OS refused a thread: tried again on the next job
             log.error("cannot start handler thread %d: %s", number, exc)
-            return
+            return False
         self._threads.append(thread)
+        return True
 
     def _work(self) -> None:
         get, run = self._queue.get, self._run

@@ -247,29 +247,35 @@ def test_a_handler_thread_the_os_refuses_is_logged_and_tried_again(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """When no handler thread can start, the message is left unacked for DingTalk to deliver
-    again and the failure is logged; the next message starts a thread and is handled."""
+    """When no handler thread can start (not with the client, not for the first message), the
+    message is left unacked for DingTalk to deliver again and the failure is logged; the
+    next message starts a thread and is handled."""
     route = dingsync.Router()
     calls = Calls()
     route.chatbot(lambda msg, ctx: calls.add(msg.text))
-    client = make_client(route)
     real_start = threading.Thread.start
-    refusals = [1]
+    refusals = [1] * 2  # the first thread at the start, then the first message's try
+    refused_all = threading.Event()
 
     def start(thread: threading.Thread) -> None:
         if thread.name.startswith("dingsync-handler") and refusals:
             refusals.pop()
+            if not refusals:
+                refused_all.set()
             raise RuntimeError("can't start new thread")
         real_start(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start)
     with caplog.at_level(logging.ERROR, logger="dingsync"):
+        client = make_client(route, concurrency=2)
         refused = dingtalk.push_chatbot("refused")
-        dingtalk.wait_until(
-            lambda: any("handler thread" in r.getMessage() for r in caplog.records), 5
-        )
+        assert refused_all.wait(5)
+        # The reader takes frames in order: once this one is acked, the refused one was seen.
+        assert dingtalk.wait_for_ack(dingtalk.push_chatbot("handled"))["code"] == 200
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "cannot start handler thread" in m]) == 2
+    assert any("not handled: no handler thread" in m for m in messages)
     assert acks_for(dingtalk, refused) == []
-    assert dingtalk.wait_for_ack(dingtalk.push_chatbot("handled"))["code"] == 200
     assert calls.items == ["handled"] and client.connected
 
 
