@@ -174,7 +174,7 @@ class Feed:
         for index, sent in enumerate(list(fake.sent)):
             state = {
                 "index": index,
-                "kind": sent.kind,
+                "sendKind": sent.kind,  # oto | group | private
                 "msgKey": sent.msg_key,
                 "msgParam": sent.msg_param,
                 "userIds": list(sent.user_ids),
