@@ -411,6 +411,7 @@ def _start_emulator() -> Any:
         ) from None
     fake = FakeDingTalk().start()
     base = fake.api_base
+    click.echo(f"chat with your bot: {base}/")
     # Machine-readable first, for scripts (and `make demo`) that drive the emulator.
     click.echo(f"{EMULATOR_LINE_PREFIX}{base}")
     sys.stdout.flush()

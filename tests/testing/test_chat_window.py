@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -288,3 +290,36 @@ def test_transcript_route_and_bad_transcripts(fake: FakeDingTalk, http: requests
     assert missing.status_code == 404 and missing.json()["code"] == "ConversationNotFound"
     with pytest.raises(ValueError, match="not a dingsync transcript"):
         load_transcript({"turns": []})
+
+
+def test_dingsync_emulator_prints_the_chat_window_and_how_to_point_each_sdk(
+    http: requests.Session,
+) -> None:
+    """`dingsync emulator` names the chat window's URL (which serves the page and its assets)
+    and says how the official SDKs reach it: Python by the env var, Go by WithOpenApiHost, Node
+    and Java hard-coded."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dingsync.cli", "emulator"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: List[str] = []
+        while not lines or not lines[-1].startswith("Press Ctrl-C"):
+            line = process.stdout.readline()
+            assert line, f"the emulator exited: {process.stderr.read() if process.stderr else ''}"
+            lines.append(line.rstrip("\n"))
+        out = "\n".join(lines)
+        url = re.search(r"chat window: (http://127\.0\.0\.1:\d+/)", out)
+        assert url, out
+        page = http.get(url.group(1), timeout=5)
+        assert page.status_code == 200 and "chat.js" in page.text
+        assert http.get(url.group(1) + "_emulator/static/chat.js", timeout=5).status_code == 200
+        assert "Python (dingtalk-stream): reads DINGTALK_OPENAPI_ENDPOINT" in out
+        assert f'client.WithOpenApiHost("{url.group(1).rstrip("/")}")' in out
+        assert "Node and Java hard-code their gateway URL" in out
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
