@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-oldest demo lint typecheck bench bench-quick soak clean
+.PHONY: test test-oldest demo lint typecheck bench bench-quick soak screenshots bench-chat clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,testing,redis]'
+	$(BIN)/pip install -q -e '.[dev,testing,redis,browser]'
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -45,6 +45,14 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+
+# The README's picture of the chat window, taken in Chromium (apt-get install chromium).
+screenshots: $(STAMP)
+	$(BIN)/python -m benchmarks.chat_screenshot docs/chat-window.png
+
+# The chat window's page weight and first render in Chromium.
+bench-chat: $(STAMP)
+	$(BIN)/python -m benchmarks.chat_page
 
 soak: $(STAMP)
 	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak -q -s

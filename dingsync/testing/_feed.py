@@ -78,6 +78,7 @@ class Feed:
         self._seq = 0
         self._seen: Dict[str, int] = {}  # list name -> how many of its records were emitted
         self._states: Dict[Tuple[str, str], str] = {}  # (kind, key) -> last emitted state
+        self._last: Dict[str, Any] = {}  # bounded record -> the last one emitted
         self._pushed_at: Dict[str, float] = {}
 
     def since(self, seq: int) -> List[Dict[str, Any]]:
@@ -96,6 +97,19 @@ class Feed:
         start = self._seen.get(name, 0)
         self._seen[name] = len(items)
         return items[start:]
+
+    def _new_in_window(self, name: str, records: Iterable[Any]) -> List[Any]:
+        """Like :meth:`_new` for a bounded deque, whose length stops growing once it is full:
+        the new records are those after the last one emitted (found by identity)."""
+        items = list(records)
+        last = self._last.get(name)
+        self._last[name] = items[-1] if items else last
+        if last is None:
+            return items
+        for index in range(len(items) - 1, -1, -1):
+            if items[index] is last:
+                return items[index + 1 :]
+        return items  # everything seen before has been pushed out of the window
 
     def _changed(self, kind: str, key: str, state: Any) -> bool:
         text = json.dumps(state, sort_keys=True, default=str)
@@ -153,7 +167,7 @@ class Feed:
         self._poll_openapi()
         for text in self._new("violations", fake.violations):
             self._emit("violation", text=text)
-        for request, response in self._new("exchanges", fake.exchanges):
+        for request, response in self._new_in_window("exchanges", fake.exchanges):
             if _OWN_PATHS.match(request.path):
                 continue
             self._emit(

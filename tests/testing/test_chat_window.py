@@ -4,6 +4,7 @@ control API over HTTP, uploads, read status, and transcripts (record, save, repl
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import re
 import signal
@@ -323,3 +324,19 @@ def test_dingsync_emulator_prints_the_chat_window_and_how_to_point_each_sdk(
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=20)
+
+
+def test_feed_keeps_up_when_the_request_log_is_full(fake: FakeDingTalk) -> None:
+    """Once the bounded request log is full (its length no longer grows), new API calls still
+    reach the feed."""
+    fake.exchanges = collections.deque(maxlen=3)  # type: ignore[misc]
+    feed = feed_of(fake)
+    paths: List[str] = []
+
+    def call(n: int) -> None:
+        requests.get(f"{fake.api_base}/v1.0/nope/{n}", timeout=5)
+        paths.extend(e["path"] for e in feed.since(0) if e["kind"] == "api")
+
+    for n in range(5):
+        call(n)
+    assert sorted(set(paths)) == [f"/v1.0/nope/{n}" for n in range(5)]

@@ -44,14 +44,32 @@ async function control(path, body) {
 }
 
 // Markdown as DingTalk shows it: no raw HTML (it is shown as text), and DOMPurify on the
-// result for whatever a link or image could still carry.
-marked.use({ gfm: true, breaks: true, renderer: { html: (token) => escapeHtml(token.text) } });
+// result for whatever a link or image could still carry. The two libraries load after the
+// window is drawn (async scripts); markdown that arrives before them shows as plain text and
+// is rendered once they are there.
+let renderer = null;
+const waiting = [];
+function fill(node, text) {
+  node.innerHTML = DOMPurify.sanitize(renderer.parse(text));
+  for (const a of node.querySelectorAll("a")) a.target = "_blank";
+}
 function markdown(text) {
   const node = el("div", { class: "bubble md" });
-  node.innerHTML = DOMPurify.sanitize(marked.parse(String(text || "")));
-  for (const a of node.querySelectorAll("a")) a.target = "_blank";
+  const source = String(text || "");
+  if (renderer) fill(node, source);
+  else {
+    node.textContent = source;
+    waiting.push([node, source]);
+  }
   return node;
 }
+function whenLoaded() {
+  if (renderer || !window.marked || !window.DOMPurify) return;
+  renderer = new marked.Marked({ gfm: true, breaks: true, renderer: { html: (token) => escapeHtml(token.text) } });
+  for (const [node, source] of waiting.splice(0)) fill(node, source);
+}
+for (const script of document.querySelectorAll("script[async]")) script.addEventListener("load", whenLoaded);
+whenLoaded();
 
 // -- conversations --------------------------------------------------------------------------
 // A 1:1 chat may be reached under more than one conversation id (a message pushed by a test
@@ -73,7 +91,7 @@ function renderConvs() {
   const list = $("#convs");
   list.replaceChildren(...state.convs.map((c) => el("li", {
     class: c === state.current ? "on" : "", "data-conv": c.id, onclick: () => select(c),
-  }, el("div", { class: c.type === "2" ? "avatar group" : "avatar" }, c.title.slice(0, 2)),
+  }, el("div", { class: c.type === "2" ? "avatar group" : "avatar" }, c.title.slice(0, 1).toUpperCase()),
   el("div", {}, el("div", {}, c.title), el("div", { class: "last" }, c.last || "")))));
 }
 function select(conv) {
@@ -106,7 +124,7 @@ function append(conv, node, preview) {
   if (conv === state.current) scroll();
 }
 function message(who, mine, ...content) {
-  const avatar = el("div", { class: who === BOT.nick ? "avatar bot" : "avatar" }, who.slice(0, 2));
+  const avatar = el("div", { class: who === BOT.nick ? "avatar bot" : "avatar" }, who.slice(0, 1).toUpperCase());
   return el("div", { class: mine ? "msg mine" : "msg bot" }, avatar,
     el("div", { class: "body" }, el("div", { class: "who" }, who), ...content));
 }
@@ -238,7 +256,8 @@ function drawCard(ev) {
   const streaming = ev.status === "streaming";
   const node = el("div", { class: streaming ? "card streaming" : "card", "data-card": ev.outTrackId });
   node.append(el("div", { class: "meta" }, `interactive card · ${ev.templateId}`));
-  const data = Object.entries(ev.cardData);
+  // A streamed variable is also in the card data once finalised: show it once, as streamed.
+  const data = Object.entries(ev.cardData).filter(([k]) => !(k in ev.streams));
   if (data.length) {
     node.append(el("dl", { class: "fields" }, data.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
   }
@@ -257,6 +276,7 @@ function drawCard(ev) {
     node.append(el("div", { class: "chips" }, history.map((params) =>
       el("button", { type: "button", onclick: () => click(ev, params) }, Object.entries(params).map(([k, v]) => `${k}=${v}`).join(" ")))));
   }
+  if (Object.keys(ev.streams).length) return node; // an AI card: nothing to click
   const input = el("input", { value: history[0] ? JSON.stringify(history[0]) : '{"action": "click"}',
     title: "Callback params the button would send (JSON)", "aria-label": "callback params" });
   node.append(el("div", { class: "callback" }, input, el("button", {
@@ -282,8 +302,11 @@ function onCard(ev) {
   const fresh = drawCard(ev);
   const old = state.cards[ev.outTrackId];
   state.cards[ev.outTrackId] = fresh;
-  if (old) old.replaceWith(fresh);
-  else append(conv, message(BOT.nick, false, fresh), "[card]");
+  if (!old) append(conv, message(BOT.nick, false, fresh), "[card]");
+  else {
+    old.replaceWith(fresh);
+    if (conv === state.current) scroll(); // a streamed card grows
+  }
 }
 
 // -- the feed -------------------------------------------------------------------------------
@@ -484,4 +507,5 @@ addEventListener("DOMContentLoaded", () => {
   select(oneToOne("user-1"));
   addConv({ id: "cid-group-team", type: "2", title: "Team", members: USERS.map((u) => u.id) });
   connectFeed();
+  performance.mark("chat-ready"); // read by benchmarks/chat_page.py
 });
