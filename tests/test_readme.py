@@ -33,3 +33,29 @@ def test_quickstart_bot_and_its_test_run_as_written(
     exec(compile(_python_block("# test_bot.py"), "README:test_bot.py", "exec"), namespace)  # noqa: S102
     namespace["test_echo"](dingtalk)  # type: ignore[operator]
     assert dingtalk.replies[-1].text == "you said: hello"
+
+
+def test_transcript_block_replays_a_saved_chat(
+    dingtalk: FakeDingTalk, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The "Chat with your bot" test replays a chat with the quickstart bot as written."""
+    import json
+
+    import dingsync
+    from dingsync.testing import record_transcript
+
+    bot = types.ModuleType("bot")
+    exec(compile(_python_block("# bot.py"), "README:bot.py", "exec"), bot.__dict__)  # noqa: S102
+    monkeypatch.setitem(sys.modules, "bot", bot)
+    route = bot.route  # type: ignore[attr-defined]
+    with dingsync.StreamClient(dingtalk.credentials, route, endpoints=dingtalk.endpoints):
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("hello", conversation_id="cid-readme"))
+        dingtalk.wait_for_reply()
+    saved = tmp_path / "tests" / "transcripts" / "hello.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(record_transcript(dingtalk, "cid-readme")))
+    monkeypatch.chdir(tmp_path)
+    namespace: Dict[str, object] = {}
+    block = _python_block("# test_transcripts.py")
+    exec(compile(block, "README:test_transcripts.py", "exec"), namespace)  # noqa: S102
+    namespace["test_saved_chat"]()  # type: ignore[operator]

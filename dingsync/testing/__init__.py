@@ -33,6 +33,13 @@ from ._records import (
     Reply,
     Subscription,
 )
+from .transcripts import (
+    ReplayResult,
+    assert_transcript,
+    load_transcript,
+    record_transcript,
+    replay_transcript,
+)
 
 __all__ = [
     "FakeDingTalk",
@@ -58,4 +65,10 @@ __all__ = [
     "WorkNotice",
     "MediaFile",
     "StoredFile",
+    # transcripts: a chat saved from the chat window, replayed as a test
+    "ReplayResult",
+    "assert_transcript",
+    "load_transcript",
+    "record_transcript",
+    "replay_transcript",
 ]

@@ -340,3 +340,15 @@ def test_feed_keeps_up_when_the_request_log_is_full(fake: FakeDingTalk) -> None:
     for n in range(5):
         call(n)
     assert sorted(set(paths)) == [f"/v1.0/nope/{n}" for n in range(5)]
+
+
+def test_transcript_helpers_are_public_in_dingsync_testing() -> None:
+    """The replay helpers are importable from dingsync.testing and pinned in both __all__s."""
+    import dingsync.testing as testing
+    from dingsync.testing import transcripts
+
+    names = {"ReplayResult", "assert_transcript", "load_transcript", "record_transcript"}
+    names.add("replay_transcript")
+    assert set(transcripts.__all__) == names | {"TRANSCRIPT_VERSION"}
+    assert names <= set(testing.__all__)
+    assert all(getattr(testing, n) is getattr(transcripts, n) for n in names)
