@@ -14,7 +14,7 @@ import shutil
 from typing import Any, Iterator, Optional, Tuple
 
 import dingsync
-from dingsync.testing import FakeDingTalk
+from dingsync.testing import FakeDingTalk, running_router
 
 __all__ = ["ARGS", "chromium_path", "launch", "running_bot"]
 
@@ -73,16 +73,5 @@ def running_bot(
     with contextlib.ExitStack() as stack:
         if fake is None:
             fake = stack.enter_context(FakeDingTalk())
-        api = dingsync.ApiClient(fake.credentials, endpoints=fake.endpoints)
-        stack.callback(api.close)
-        client = dingsync.StreamClient(
-            fake.credentials,
-            router,
-            endpoints=fake.endpoints,
-            config=dingsync.StreamConfig(recv_timeout=0.1),
-            api=api,
-        )
-        client.start()
-        stack.callback(client.stop, timeout=5)
-        fake.wait_for_connections(1)
+        client = stack.enter_context(running_router(fake, router))
         yield fake, client

@@ -39,6 +39,7 @@ from .transcripts import (
     load_transcript,
     record_transcript,
     replay_transcript,
+    running_router,
 )
 
 __all__ = [
@@ -71,4 +72,5 @@ __all__ = [
     "load_transcript",
     "record_transcript",
     "replay_transcript",
+    "running_router",
 ]

@@ -22,10 +22,11 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import attrs
 
@@ -34,6 +35,7 @@ from ._records import webhook_text
 
 if TYPE_CHECKING:
     from ..routing import Router
+    from ..stream.client import StreamClient
     from ._fake import FakeDingTalk
     from ._records import Push
 
@@ -44,6 +46,7 @@ __all__ = [
     "load_transcript",
     "replay_transcript",
     "assert_transcript",
+    "running_router",
 ]
 
 TRANSCRIPT_VERSION = 1
@@ -290,15 +293,31 @@ def replay_transcript(
         >>> result.ok, result.differences                                    # doctest: +SKIP
         (True, ())
     """
-    import dingsync  # the replay is a client of the emulator: imported only when used
-
     from ._fake import FakeDingTalk
 
     data = load_transcript(transcript)
     conversation = data["conversation"]
     differences: List[str] = []
-    with FakeDingTalk() as fake:
-        api = dingsync.ApiClient(fake.credentials, endpoints=fake.endpoints)
+    with FakeDingTalk() as fake, running_router(fake, router, timeout=timeout):
+        for index, turn in enumerate(data["turns"]):
+            differences += _replay_turn(fake, conversation, index, turn, timeout, settle)
+    return ReplayResult(turns=len(data["turns"]), differences=tuple(differences))
+
+
+@contextlib.contextmanager
+def running_router(
+    fake: FakeDingTalk, router: Router, *, timeout: float = 5.0
+) -> Iterator[StreamClient]:
+    """``router`` served by a ``StreamClient`` (with an ``ApiClient``) connected to ``fake``,
+    for as long as the ``with`` block runs; stopped, with its handlers drained, at the end.
+
+    Example:
+        >>> with FakeDingTalk() as fake, running_router(fake, route):   # doctest: +SKIP
+        ...     fake.wait_for_ack(fake.push_chatbot("1+1"))
+    """
+    import dingsync  # the replay is a client of the emulator: imported only when used
+
+    with dingsync.ApiClient(fake.credentials, endpoints=fake.endpoints) as api:
         client = dingsync.StreamClient(
             fake.credentials,
             router,
@@ -309,12 +328,9 @@ def replay_transcript(
         client.start()
         try:
             fake.wait_for_connections(1, timeout)
-            for index, turn in enumerate(data["turns"]):
-                differences += _replay_turn(fake, conversation, index, turn, timeout, settle)
+            yield client
         finally:
             client.stop(timeout=timeout)
-            api.close()
-    return ReplayResult(turns=len(data["turns"]), differences=tuple(differences))
 
 
 def _replay_turn(

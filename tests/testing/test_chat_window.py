@@ -348,7 +348,23 @@ def test_transcript_helpers_are_public_in_dingsync_testing() -> None:
     from dingsync.testing import transcripts
 
     names = {"ReplayResult", "assert_transcript", "load_transcript", "record_transcript"}
-    names.add("replay_transcript")
+    names |= {"replay_transcript", "running_router"}
     assert set(transcripts.__all__) == names | {"TRANSCRIPT_VERSION"}
     assert names <= set(testing.__all__)
     assert all(getattr(testing, n) is getattr(transcripts, n) for n in names)
+
+
+def test_knobs_refuse_unknown_fields_and_bad_values(
+    fake: FakeDingTalk, http: requests.Session
+) -> None:
+    """A typo in a knob's body is a 400 naming the known fields, before anything happens."""
+    with running_bot(calc.route, fake):
+        typo = post(http, fake, "disconnect", {"close_afer": 1})
+        assert typo.status_code == 400
+        assert (
+            typo.json()["message"] == "unknown field(s) close_afer; known: close_after, connection"
+        )
+        bad = post(http, fake, "disconnect", {"close_after": "soon"})
+        assert bad.status_code == 400 and "close_after must be" in bad.json()["message"]
+        assert post(http, fake, "drop", {"hard": True}).status_code == 400
+        assert all(c.alive and not c.draining for c in fake.connections)

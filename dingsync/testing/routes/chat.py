@@ -51,7 +51,9 @@ def _static(name: str) -> Response:
     parts = name.split("/")
     if not name or any(p in ("", ".", "..") for p in parts):
         return new_error(404, "InvalidAction.NotFound", f"no static file {name!r}")
-    path = folder.joinpath(*parts)
+    path = folder
+    for part in parts:  # one at a time: Traversable.joinpath takes one name on Python 3.9
+        path = path / part
     if not path.is_file():
         return new_error(404, "InvalidAction.NotFound", f"no static file {name!r}")
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""

@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 from .._http import Request, Response, json_response, new_error, route
 from .._records import Connection
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__: List[str] = []
 
 
-def _connection_json(fake: FakeDingTalk, conn: Connection) -> Dict[str, Any]:
+def _connection_json(conn: Connection) -> Dict[str, Any]:
     return {
         "id": conn.id,
         "alive": conn.alive,
@@ -49,17 +49,19 @@ def _connection_json(fake: FakeDingTalk, conn: Connection) -> Dict[str, Any]:
     }
 
 
-def _knob(
-    fake: FakeDingTalk, request: Request, act: Callable[[Optional[str], Dict[str, Any]], Any]
-) -> Response:
-    """Run ``act(connection, body)`` and answer with the connection it acted on."""
+def _knob(fake: FakeDingTalk, request: Request, act: Callable[..., Any], *fields: str) -> Response:
+    """Run ``act(connection_id, **fields)`` and answer with the connection it acted on (and the
+    messageId of the frame it sent, if any). ``fields`` are the body fields besides
+    ``connection`` that ``act`` takes; any other field is refused."""
     body = _body(request)
     connection = _pop(body, "connection")
     if connection is not None and not isinstance(connection, str):
         raise _Invalid("connection must be a connection id (a string)")
+    given = {name: _pop(body, name) for name in fields}
+    _no_fields(body, *fields)
     try:
         conn = fake._resolve(connection)
-        result = act(conn.id, body)
+        result = act(conn.id, **{k: v for k, v in given.items() if v is not None})
     except KeyError as exc:
         raise _Invalid(str(exc.args[0])) from None
     except RuntimeError as exc:
@@ -70,21 +72,17 @@ def _knob(
     return json_response(answer)
 
 
-def _no_fields(body: Dict[str, Any]) -> None:
+def _no_fields(body: Dict[str, Any], *known: str) -> None:
     if body:
-        raise _Invalid(f"unknown field(s) {', '.join(sorted(body))}; known: connection")
+        names = ", ".join(sorted(("connection", *known)))
+        raise _Invalid(f"unknown field(s) {', '.join(sorted(body))}; known: {names}")
 
 
 @route("api", "POST", f"{PREFIX}/ping")
 @_guard
 def ping(fake: FakeDingTalk, request: Request) -> Response:
     """Send a SYSTEM ping."""
-
-    def act(conn: Optional[str], body: Dict[str, Any]) -> str:
-        _no_fields(body)
-        return fake.ping(conn)
-
-    return _knob(fake, request, act)
+    return _knob(fake, request, fake.ping)
 
 
 @route("api", "POST", f"{PREFIX}/disconnect")
@@ -92,38 +90,27 @@ def ping(fake: FakeDingTalk, request: Request) -> Response:
 def disconnect(fake: FakeDingTalk, request: Request) -> Response:
     """Send a SYSTEM disconnect and close the connection later."""
 
-    def act(conn: Optional[str], body: Dict[str, Any]) -> str:
-        close_after = _pop(body, "close_after", 10.0)
-        _no_fields(body)
-        if not isinstance(close_after, (int, float)) or close_after < 0:
+    def act(conn: str, close_after: Any = 10.0) -> str:
+        number = isinstance(close_after, (int, float)) and not isinstance(close_after, bool)
+        if not number or close_after < 0:
             raise _Invalid("close_after must be a number of seconds >= 0")
         return fake.disconnect(float(close_after), conn)
 
-    return _knob(fake, request, act)
+    return _knob(fake, request, act, "close_after")
 
 
 @route("api", "POST", f"{PREFIX}/drop")
 @_guard
 def drop(fake: FakeDingTalk, request: Request) -> Response:
     """Kill a connection abruptly."""
-
-    def act(conn: Optional[str], body: Dict[str, Any]) -> None:
-        _no_fields(body)
-        fake.drop(conn)
-
-    return _knob(fake, request, act)
+    return _knob(fake, request, fake.drop)
 
 
 @route("api", "POST", f"{PREFIX}/stall")
 @_guard
 def stall(fake: FakeDingTalk, request: Request) -> Response:
     """Make a connection a zombie (until resume)."""
-
-    def act(conn: Optional[str], body: Dict[str, Any]) -> None:
-        _no_fields(body)
-        fake.stall(conn)
-
-    return _knob(fake, request, act)
+    return _knob(fake, request, fake.stall)
 
 
 @route("api", "POST", f"{PREFIX}/resume")
@@ -164,9 +151,7 @@ def redelivery(fake: FakeDingTalk, request: Request) -> Response:
 @_guard
 def connections(fake: FakeDingTalk, request: Request) -> Response:
     """Every gateway connection so far, oldest first."""
-    return json_response(
-        {"connections": [_connection_json(fake, c) for c in list(fake.connections)]}
-    )
+    return json_response({"connections": [_connection_json(c) for c in list(fake.connections)]})
 
 
 @route("api", "GET", f"{PREFIX}/violations")
