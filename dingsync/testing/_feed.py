@@ -92,11 +92,13 @@ class Feed:
         self._seq += 1
         self._events.append({"seq": self._seq, "kind": kind, **fields})
 
-    def _new(self, name: str, records: Iterable[Any]) -> List[Any]:
-        items = list(records)
+    def _new(self, name: str, records: List[Any]) -> List[Any]:
+        """The records appended to the list ``records`` since the last poll (a slice, so a poll
+        costs the new records, not the whole history)."""
         start = self._seen.get(name, 0)
-        self._seen[name] = len(items)
-        return items[start:]
+        items = records[start:]
+        self._seen[name] = start + len(items)
+        return items
 
     def _new_in_window(self, name: str, records: Iterable[Any]) -> List[Any]:
         """Like :meth:`_new` for a bounded deque, whose length stops growing once it is full:

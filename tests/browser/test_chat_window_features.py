@@ -174,3 +174,60 @@ def test_stall_and_resume_show_in_the_indicator(page: Any) -> None:
         page.click("#stall")
         expect(page.locator(".msg.bot .bubble")).to_have_text(["3"])
         expect(indicator).to_contain_text("connected")
+
+
+def test_bot_messages_are_drawn_as_dingtalk_shows_them(page: Any) -> None:
+    """Action cards (buttons side by side or stacked), feed cards, links and files are drawn
+    as cards; a button whose URL is not a web link is not clickable."""
+    route = dingsync.Router()
+
+    @route.chatbot
+    def answer(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
+        ctx.reply(
+            m.ActionCard(
+                "Deploy?",
+                "v1.2 is **ready**",
+                buttons=[("Yes", "https://ci.example/yes"), ("No", "javascript:alert(1)")],
+                orientation="horizontal",
+            )
+        )
+        ctx.reply(m.FeedCard([("Release notes", "https://x.example/n", "https://x.example/p.png")]))
+        ctx.reply(m.Link("Report", "Nightly numbers", "https://x.example/r"))
+        assert ctx.api is not None
+        ctx.api.robot.send_to_users(["user-1"], m.File("@lAmedia", "report.pdf"))
+
+    with running_bot(route) as (fake, _):
+        page.goto(fake.api_base + "/")
+        page.fill("#input", "show me")
+        page.press("#input", "Enter")
+        card = page.locator(".card:has(.title:text-is('Deploy?'))")
+        expect(card.locator(".text strong")).to_have_text("ready")
+        expect(card.locator(".btns")).not_to_have_class("btns vertical")
+        expect(card.locator(".btns a")).to_have_text(["Yes", "No"])
+        assert card.locator(".btns a").nth(0).get_attribute("href") == "https://ci.example/yes"
+        assert card.locator(".btns a").nth(1).get_attribute("href") == "#"
+        feed = page.locator(".card.feed a")
+        expect(feed).to_have_text("Release notes")
+        assert feed.get_attribute("href") == "https://x.example/n"
+        expect(page.locator("a.bubble.link")).to_contain_text("Report")
+        expect(page.locator(".bubble.file")).to_contain_text("report.pdf")
+
+
+def test_new_group_from_the_sidebar(page: Any) -> None:
+    """The + form makes a group of the chosen users; the bot sees its title and members."""
+    seen: List[dingsync.ChatbotMessage] = []
+    with running_bot(recorder(seen)) as (fake, _):
+        page.goto(fake.api_base + "/")
+        page.click("#new-chat")
+        page.select_option("#new-conv select[name=type]", "2")
+        page.fill("#new-conv input[name=title]", "Ops")
+        page.check("#new-conv input[value=user-2]")
+        page.check("#new-conv input[value=user-3]")
+        page.click("#new-conv button[type=submit]")
+        expect(page.locator("#chat-title")).to_have_text("Ops")
+        expect(page.locator("#sender option")).to_have_text(["Bob", "Carol"])
+        page.fill("#input", "@Bot status?")
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.bot .bubble")).to_have_text(["got text"])
+    assert seen[0].conversation_title == "Ops" and seen[0].sender_staff_id == "user-2"
+    assert seen[0].conversation_id and seen[0].conversation_id.startswith("cid-group-")

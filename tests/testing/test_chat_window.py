@@ -368,3 +368,27 @@ def test_knobs_refuse_unknown_fields_and_bad_values(
         assert bad.status_code == 400 and "close_after must be" in bad.json()["message"]
         assert post(http, fake, "drop", {"hard": True}).status_code == 400
         assert all(c.alive and not c.draining for c in fake.connections)
+
+
+def test_feed_reports_protocol_violations_and_nacks(fake: FakeDingTalk) -> None:
+    """A client's malformed ack reaches the inspector as a violation; its code is in the ack
+    event."""
+    from _fake_ws_helpers import connect, recv_json
+
+    feed = feed_of(fake)
+    ws = connect(fake)
+    try:
+        mid = fake.push_chatbot("hi")
+        frame = recv_json(ws)
+        ws.send(
+            json.dumps({"code": "200", "headers": {"messageId": frame["headers"]["messageId"]}})
+        )
+        fake.wait_until(lambda: len(fake.violations) >= 1)
+    finally:
+        ws.close()
+    events = feed.since(0)
+    ack = next(e for e in events if e["kind"] == "ack")
+    assert ack["messageId"] == mid and ack["code"] == "200"
+    violations = [e["text"] for e in events if e["kind"] == "violation"]
+    assert violations and all(v.startswith("ack on connection") for v in violations)
+    assert any("code: expected an int, got str" in v for v in violations)

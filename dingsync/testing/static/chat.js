@@ -31,6 +31,8 @@ function el(tag, props, ...children) {
 }
 const nick = (id) => (USERS.find((u) => u.id === id) || { nick: id }).nick;
 const time = (at) => new Date(at * 1000).toLocaleTimeString();
+// A bot's URL is data: only web (and DingTalk) links become clickable in this page.
+const safeUrl = (url) => (/^(https?:|dingtalk:|mailto:)/i.test(String(url || "")) ? url : "#");
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 async function control(path, body) {
@@ -196,13 +198,23 @@ function fromReply(msgtype, body) {
         : (part.btns || []).map((b) => ({ title: b.title, url: b.actionURL })),
     };
     case "feedCard": return { kind: "feedCard", links: part.links || [] };
+    case "action_card": return { // work notifications spell it their own way
+      kind: "actionCard", title: part.title, text: part.markdown, vertical: part.btn_orientation !== "1",
+      buttons: part.single_title ? [{ title: part.single_title, url: part.single_url }]
+        : (part.btn_json_list || []).map((b) => ({ title: b.title, url: b.action_url })),
+    };
+    case "image": return { kind: "file", name: "image", type: part.media_id };
+    case "file": return { kind: "file", name: "file", type: part.media_id };
+    case "oa": return { kind: "markdown", text: `**${(part.body || {}).title || ""}**\n\n${(part.body || {}).content || ""}` };
     default: return { kind: "raw", text: JSON.stringify(body, null, 2) };
   }
 }
 function fromOpenApi(key, p) {
   if (key === "sampleText") return { kind: "text", text: p.content };
   if (key === "sampleMarkdown") return { kind: "markdown", title: p.title, text: p.text };
-  if (key === "sampleImageMsg") return { kind: "image", url: p.photoURL };
+  if (key === "sampleImageMsg") {
+    return /^https?:/i.test(p.photoURL) ? { kind: "image", url: p.photoURL } : { kind: "file", name: "image", type: p.photoURL };
+  }
   if (key === "sampleLink") return { kind: "link", ...p };
   if (key === "sampleFile") return { kind: "file", name: p.fileName, type: p.fileType };
   if (key === "sampleAudio" || key === "sampleVideo") return { kind: "file", name: key.slice(6), type: p.duration + " s" };
@@ -220,23 +232,23 @@ function draw(view) {
   switch (view.kind) {
     case "text": return el("div", { class: "bubble" }, view.text);
     case "markdown": return markdown(view.text);
-    case "image": return el("div", { class: "bubble" }, el("img", { src: view.url, alt: "image" }));
+    case "image": return el("div", { class: "bubble" }, el("img", { src: safeUrl(view.url), alt: "image" }));
     case "file": return el("div", { class: "bubble file" }, el("span", { class: "icon" }, "📄"),
       el("div", {}, el("div", {}, view.name), el("div", { class: "note" }, view.type)));
-    case "link": return el("a", { class: "bubble link", href: view.messageUrl, target: "_blank" },
-      view.picUrl ? el("img", { src: view.picUrl, alt: "" }) : null,
+    case "link": return el("a", { class: "bubble link", href: safeUrl(view.messageUrl), target: "_blank" },
+      view.picUrl ? el("img", { src: safeUrl(view.picUrl), alt: "" }) : null,
       el("div", {}, el("b", {}, view.title), el("div", { class: "note" }, view.text)));
     case "actionCard": {
       const card = el("div", { class: "card" }, el("div", { class: "title" }, view.title));
       const text = markdown(view.text);
       text.className = "text md";
       card.append(text, el("div", { class: view.vertical ? "btns vertical" : "btns" },
-        view.buttons.map((b) => el("a", { href: b.url, target: "_blank" }, b.title))));
+        view.buttons.map((b) => el("a", { href: safeUrl(b.url), target: "_blank" }, b.title))));
       return card;
     }
     case "feedCard": return el("div", { class: "card feed" }, view.links.map((l) =>
-      el("a", { href: l.messageURL, target: "_blank" }, el("span", {}, l.title),
-        l.picURL ? el("img", { src: l.picURL, alt: "" }) : null)));
+      el("a", { href: safeUrl(l.messageURL), target: "_blank" }, el("span", {}, l.title),
+        l.picURL ? el("img", { src: safeUrl(l.picURL), alt: "" }) : null)));
     default: return el("pre", { class: "bubble" }, view.text);
   }
 }
