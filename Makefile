@@ -28,7 +28,7 @@ OLDEST ?= python3.9
 test-oldest:
 	$(OLDEST) -m venv .venv-oldest
 	.venv-oldest/bin/pip install -q --upgrade pip
-	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis]'
+	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis,browser]'
 	.venv-oldest/bin/pytest -q
 
 demo: $(STAMP)

@@ -231,3 +231,17 @@ def test_new_group_from_the_sidebar(page: Any) -> None:
         expect(page.locator(".msg.bot .bubble")).to_have_text(["got text"])
     assert seen[0].conversation_title == "Ops" and seen[0].sender_staff_id == "user-2"
     assert seen[0].conversation_id and seen[0].conversation_id.startswith("cid-group-")
+
+
+def test_redelivery_button_turns_redelivery_on_and_off(page: Any) -> None:
+    """The Redelivery button sets the emulator's redelivery of un-acked frames (5 s) and
+    clears it again."""
+    with running_bot(calc.route) as (fake, _):
+        page.goto(fake.api_base + "/")
+        button = page.locator("#redelivery")
+        button.click()
+        expect(button).to_have_text("Redelivery: on")
+        assert (fake.redeliver_events_after, fake.redeliver_callbacks_after) == (5.0, 5.0)
+        button.click()
+        expect(button).to_have_text("Redelivery: off")
+        assert fake.redeliver_events_after is None and fake.redeliver_callbacks_after is None
