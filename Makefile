@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-oldest demo lint typecheck bench bench-quick soak screenshots bench-chat clean
+.PHONY: test test-oldest test-newest demo lint typecheck bench bench-quick soak screenshots bench-chat clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,13 +23,26 @@ test: lint typecheck
 	$(BIN)/pytest
 
 # The oldest Python we support, with the newest dependencies that still install there
-# (click 8.1, websockets 15): the tests only, since ruff and mypy already ran.
+# (click 8.1, websockets 15): the tests only, since ruff and mypy already ran. Then the stream
+# tests once more on the oldest websocket-client setup.cfg allows: frames are read and written
+# over its socket (dingsync/stream/wsio.py), so both ends of the range are tried.
 OLDEST ?= python3.9
+OLDEST_WEBSOCKET_CLIENT := $(shell sed -n 's/^ *websocket-client>=\([0-9.]*\),.*/\1/p' setup.cfg)
 test-oldest:
 	$(OLDEST) -m venv .venv-oldest
 	.venv-oldest/bin/pip install -q --upgrade pip
 	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis,browser]'
 	.venv-oldest/bin/pytest -q
+	.venv-oldest/bin/pip install -q 'websocket-client==$(OLDEST_WEBSOCKET_CLIENT).*'
+	.venv-oldest/bin/pytest -q tests/stream tests/conformance
+
+# The newest Python this machine has, with the newest dependencies: the tests only.
+NEWEST ?= python3.13
+test-newest:
+	$(NEWEST) -m venv .venv-newest
+	.venv-newest/bin/pip install -q --upgrade pip
+	.venv-newest/bin/pip install -q -e '.[dev,testing,redis,browser]'
+	.venv-newest/bin/pytest -q
 
 demo: $(STAMP)
 	$(BIN)/python -m dingworker.demo
@@ -58,4 +71,4 @@ soak: $(STAMP)
 	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak -q -s
 
 clean:
-	rm -rf $(VENV) .venv-oldest build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest .venv-newest build *.egg-info .mypy_cache .ruff_cache

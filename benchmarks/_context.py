@@ -26,6 +26,8 @@ class BenchContext:
     zombie_runs: int = 3
     zombie_default_dead_after: bool = True  # the ~25 s dingsync and ~60 s official runs
     import_runs: int = 15
+    idle_runs: int = 1
+    idle_seconds: float = 30.0
     growth_messages: int = 100_000
     clients: List[str] = field(default_factory=lambda: ["dingsync", "official", "raw"])
     raw: Dict[str, Any] = field(default_factory=dict)  # raw samples, saved in the JSON

@@ -90,7 +90,12 @@ class ClientProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self._cmd, cwd=REPO, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
+            self._cmd,
+            cwd=REPO,
+            env=self._env,
+            stdin=subprocess.PIPE,  # closed when the harness goes: the client's watchdog exits
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         return self
 

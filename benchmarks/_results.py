@@ -44,6 +44,8 @@ def fmt_number(value: float, unit: str) -> str:
         return f"{value:.2f}" if unit == "s" else f"{value:.1f}"
     if unit == "":
         return f"{value:g}"
+    if unit == "/s" and abs(value) < 100:
+        return f"{value:.2f}"
     return f"{value:,.0f}"
 
 

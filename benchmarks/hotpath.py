@@ -20,19 +20,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import threading
 import time
-from types import SimpleNamespace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import websocket
 
 import dingsync
 from dingsync.context import Context
+from dingsync.dedupe import Deduper, MemoryDedupeStore
 from dingsync.frames import Frame
 from dingsync.models import ChatbotMessage
-from dingsync.stream.dedupe import Deduper, MemoryDedupeStore
-from dingsync.stream.wsread import FrameWriter
+from dingsync.stream.wsio import TEXT, Masker
 from dingsync.testing import FakeDingTalk
 
 from .clients.raw_client import CALLBACK_ACK
@@ -48,10 +46,11 @@ class _NoSocket:
     last_alive = 1.0
     closed = False
     retiring = False
+    paused = False
 
-    def send_coalesced(self, text: str) -> List[str]:
+    def send(self, text: str) -> bool:
         text.encode("utf-8", "backslashreplace")  # what the real one does before queuing it
-        return []
+        return True
 
 
 def _frames(count: int) -> List[bytes]:
@@ -70,7 +69,7 @@ def stages(raw: Sequence[bytes]) -> List[Stage]:
     (chatbot,) = route.routes
     messages = [ChatbotMessage.from_wire(d) for d in datas]
     acks = [route.invoke(chatbot, m, Context(frame=f, message=m)) for f, m in zip(frames, messages)]
-    writer = FrameWriter(SimpleNamespace(lock=threading.Lock()), None)
+    masker = Masker()
     deduper: Deduper[Any] = Deduper(MemoryDedupeStore(max_entries=len(raw) * 2))
     keys = [f"bench:msg:{m.msg_id}" for m in messages]
 
@@ -89,21 +88,21 @@ def stages(raw: Sequence[bytes]) -> List[Stage]:
     conn: Any = _NoSocket()
     jobs: List[Any] = []
 
-    def queue(job: Any) -> bool:
+    def queue(job: Any, **_: Any) -> bool:
         jobs.append(job)
         return True
 
-    client._pool.put_nowait = queue  # type: ignore[method-assign]
+    client._pool.submit = queue  # type: ignore[method-assign]
 
     def reader_part() -> None:
         jobs.clear()
         for r in raw:
-            client._handle_raw(r, conn)
+            client._reader._handle_raw(r, conn)
 
     def handler_part() -> None:  # runs the jobs the reader part queued last
-        client._deduper.store._entries.clear()  # type: ignore[attr-defined]
+        client._jobs.deduper.store._entries.clear()  # type: ignore[attr-defined]
         for job in jobs:
-            client._work(job)
+            client._jobs.run(job)
 
     def raw_loop() -> None:
         frame = websocket.ABNF.create_frame
@@ -126,7 +125,7 @@ def stages(raw: Sequence[bytes]) -> List[Stage]:
         ),
         (
             "Ack text + websocket frame (masked)",
-            _each(lambda ack: writer._frame(ack.to_wire().encode()), acks),
+            _each(lambda ack: masker.encode(TEXT, ack.to_wire().encode()), acks),
         ),
         ("dingsync, reader's part (decode, route, queue)", reader_part),
         ("dingsync, handler thread's part (decode, dedupe, handler, ack)", handler_part),

@@ -26,7 +26,7 @@ from . import _report
 from ._context import BenchContext
 from ._emulator import BenchError
 from ._results import Row
-from .figures import blocking, cron, footprint, reconnect, throughput, zombie
+from .figures import blocking, cron, footprint, idle, reconnect, stalls, throughput, zombie
 
 FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "throughput": throughput.run,
@@ -35,6 +35,8 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "zombie": zombie.run,
     "footprint": footprint.run,
     "cron": cron.run,
+    "idle": idle.run,
+    "stalls": stalls.run,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -52,6 +54,7 @@ def make_context(quick: bool, runs: Optional[int], log_dir: Path) -> BenchContex
         ctx.zombie_default_dead_after = False
         ctx.import_runs = 5
         ctx.growth_messages = 20_000
+        ctx.idle_seconds = 10.0
     if runs is not None:
         ctx.runs = ctx.throughput_runs = ctx.reconnect_runs = ctx.zombie_runs = runs
     return ctx

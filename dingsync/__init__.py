@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .api.webhook import WebhookRobot
     from .config import Credentials, Endpoints, ReconnectPolicy, StreamConfig
     from .context import Context
+    from .dedupe import MemoryDedupeStore, RedisDedupeStore
     from .errors import (
         ApiError,
         AuthError,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .frames import Ack, Frame, Headers
     from .models import CardCallback, CardResponse, ChatbotMessage, Event
     from .routing import Router
-    from .stream import MemoryDedupeStore, RedisDedupeStore, StreamClient
+    from .stream import StreamClient
     from .tokens import FileTokenCache, MemoryTokenCache, RedisTokenCache
 
 __all__ = [
@@ -86,8 +87,8 @@ _LOCATIONS = {
     "Router": "routing",
     "Context": "context",
     "StreamClient": "stream",
-    "MemoryDedupeStore": "stream",
-    "RedisDedupeStore": "stream",
+    "MemoryDedupeStore": "dedupe",
+    "RedisDedupeStore": "dedupe",
     "StreamConfig": "config",
     "ReconnectPolicy": "config",
     "Credentials": "config",

@@ -179,6 +179,7 @@ class ReconnectPolicy:
         clock: Callable[[], float] = time.monotonic,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         auth_errors: tuple[type[BaseException], ...] = (),
+        fatal: Callable[[BaseException], bool] = lambda error: False,
         before_sleep: Optional[Callable[[BaseException, int, float], Any]] = None,
     ) -> tenacity.Retrying:
         """Build the tenacity controller; sleeping waits on ``stop_event`` so stop() interrupts it.
@@ -189,6 +190,7 @@ class ReconnectPolicy:
             clock: measures ``give_up_after``; tenacity's own timer cannot be injected.
             retry_on: exception types worth another attempt; anything else propagates.
             auth_errors: failures that wait at least ``auth_wait``.
+            fatal: failures of a ``retry_on`` type that propagate all the same.
             before_sleep: called with (error, failures so far, seconds about to be slept).
 
         Example:
@@ -230,7 +232,7 @@ class ReconnectPolicy:
             sleep=sleep if sleep is not None else wait_on_stop_event,
             stop=give_up,
             wait=wait,
-            retry=tenacity.retry_if_exception_type(retry_on),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, retry_on) and not fatal(e)),
             before_sleep=announce,
             reraise=False,
         )
@@ -241,23 +243,22 @@ class StreamConfig:
     """Settings of :class:`dingsync.StreamClient`.
 
     Args:
-        concurrency: handlers running at once, at most; frames beyond
+        concurrency: handler threads, at most (they start as messages overlap); replies
+            share an HTTP connection pool of this size. Frames beyond
             ``concurrency + max_pending`` make the reader wait (backpressure) instead of
-            queueing without bound. While no handler thread is busy the reader runs a handler
-            itself (a burst of quick messages then stays on one thread), and another thread
-            reads while that handler blocks. Handler threads start as needed: two at first,
-            the others when the running handlers have finished nothing for 10 ms while frames
-            wait. ``concurrency=1`` runs every handler on one handler thread, in order.
+            queueing without bound. ``concurrency=1`` runs every handler in order.
         max_pending: frames read and waiting for a handler thread.
-        ping_interval: seconds between websocket pings sent by the client; by default
-            ``min(10, dead_after / 2.5)``.
-        dead_after: a connection that shows no sign of life (frame or pong) for this long is
-            declared dead and replaced.
-        recv_timeout: how often the reader wakes up to notice stop() and the watchdog.
+        ping_interval: the client pings a connection that has been quiet this long; by
+            default ``0.48 * dead_after`` (12 s): two pings fit in ``dead_after``.
+        dead_after: a connection that shows no sign of life (frame or pong) for this long, or
+            that takes no bytes of a write for this long, is declared dead and replaced.
         open_timeout: timeout of the gateway HTTP call, the websocket handshake and replies
             through session webhooks.
         dedupe_ttl: seconds a handled messageId is remembered for redeliveries.
-        drain_timeout: how long the client waits for running handlers when it gives up.
+        dedupe_max_entries: the memory dedupe store's bound (about 250 bytes a message): it
+            keeps ``dedupe_ttl`` at up to ``dedupe_max_entries / dedupe_ttl`` messages/s.
+        drain_timeout: how long :meth:`~dingsync.StreamClient.stop` waits for running
+            handlers by default (``with`` blocks, ``dingworker``).
         disconnect_grace: after a server ``disconnect``, how long the old connection is still
             read (the gateway closes it after 10 s) while the new one already receives.
         proxy: ``http://user:pass@host:port`` for both the HTTP call and the websocket; by
@@ -268,7 +269,7 @@ class StreamConfig:
 
     Example:
         >>> StreamConfig(concurrency=16, dead_after=2.0).ping_interval
-        0.8
+        0.96
     """
 
     # Handlers mostly wait on HTTP (replies, LLMs): 16 threads is what the Java SDK uses, and a
@@ -279,9 +280,9 @@ class StreamConfig:
     max_pending: int = attrs.field(default=256, validator=_non_negative)
     dead_after: float = attrs.field(default=25.0, validator=_positive)
     ping_interval: float = attrs.field(validator=_positive)
-    recv_timeout: float = attrs.field(default=1.0, validator=_positive)
     open_timeout: float = attrs.field(default=10.0, validator=_positive)
     dedupe_ttl: float = attrs.field(default=600.0, validator=_positive)
+    dedupe_max_entries: int = attrs.field(default=200_000, validator=_positive)
     drain_timeout: float = attrs.field(default=30.0, validator=_non_negative)
     disconnect_grace: float = attrs.field(default=15.0, validator=_non_negative)
     proxy: Optional[str] = attrs.field(default=None, repr=False)  # may carry a password
@@ -291,8 +292,9 @@ class StreamConfig:
 
     @ping_interval.default
     def _ping_interval_default(self) -> float:
-        # Two pings fit in dead_after, so one lost pong alone never kills a healthy connection.
-        return min(10.0, self.dead_after / 2.5)
+        # Two pings fit in dead_after (at 48 % and 96 % of it), so one pong held up alone never
+        # kills a healthy connection; an idle client wakes twice a ping (keepalive, reader).
+        return 0.48 * self.dead_after
 
     @proxy.validator
     def _check_proxy(self, _attribute: Any, value: Optional[str]) -> None:

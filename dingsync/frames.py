@@ -21,7 +21,16 @@ import attrs
 
 from .errors import ProtocolError
 
-__all__ = ["Frame", "Headers", "Ack", "FrameType", "Topic", "decode_json_object", "dumps"]
+__all__ = [
+    "Frame",
+    "Headers",
+    "Ack",
+    "FrameType",
+    "Topic",
+    "decode_json_object",
+    "dumps",
+    "message_id_of",
+]
 
 
 class FrameType:
@@ -374,3 +383,21 @@ class Ack:
 # What dumps(Ack.to_dict()) writes, as a template (encode_basestring is json.dumps for a str
 # with ensure_ascii=False).
 _ACK_WIRE = '{"code":%d,"headers":{"messageId":%s,"contentType":%s},"message":%s,"data":%s}'
+
+
+def message_id_of(raw: Union[bytes, str]) -> Optional[str]:
+    """The messageId of a frame that failed to decode, if one can be found (to answer 400).
+
+    Example:
+        >>> message_id_of(b'{"headers": {"messageId": "m1", "topic": 5}}')
+        'm1'
+    """
+    try:
+        # Strict UTF-8, as Frame.from_wire: json.loads(bytes) would let invalid bytes through
+        # as lone surrogates, which no ack can carry.
+        text = bytes(raw).decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        headers = json.loads(text).get("headers")
+        mid = headers.get("messageId") if isinstance(headers, dict) else None
+    except (ValueError, AttributeError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return mid if isinstance(mid, str) and mid else None

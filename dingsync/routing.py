@@ -170,10 +170,13 @@ class Route:
         return frame.json()
 
     def dedupe_key(self, frame: Frame, payload: Any) -> str:
-        """The identity of the message: a chatbot message's ``msgId`` survives redelivery even
-        under a new ``messageId``; every other frame is known by its ``messageId``."""
+        """The identity of the message: a chatbot message's ``msgId`` and an event's
+        ``eventId`` survive redelivery even under a new ``messageId``; every other frame is
+        known by its ``messageId``."""
         if isinstance(payload, ChatbotMessage):
             return f"msg:{payload.msg_id}"
+        if isinstance(payload, Event) and payload.event_id:
+            return f"event:{payload.event_id}"
         return f"mid:{frame.message_id}"
 
     def call(self, payload: Any, ctx: Context) -> Any:
@@ -227,7 +230,7 @@ class Route:
 
 
 #: ``on_error(exc, ctx)``: return None for the default 500 ack, or a result/Ack to send instead.
-ErrorHandler = Callable[[Exception, "Context"], Any]
+ErrorHandler = Callable[[BaseException, "Context"], Any]
 
 
 class Router:
@@ -485,7 +488,8 @@ class Router:
         return Ack.error(frame.message_id, 400, f"malformed payload: {exc.field or 'data'}", {})
 
     def invoke(self, route: Route, payload: Any, ctx: Context) -> Ack:
-        """Call ``route``'s handler with an already decoded payload; never raises.
+        """Call ``route``'s handler with an already decoded payload; never raises, except
+        KeyboardInterrupt. A handler's exception, ``SystemExit`` included, becomes the error ack.
 
         The StreamClient decodes once (for dedupe) and then calls this; :meth:`dispatch` is
         decode plus invoke.
@@ -501,10 +505,12 @@ class Router:
         message_id = ctx.message_id
         try:
             return route.render(route.call(payload, ctx), message_id)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise  # Ctrl-C must still stop a script that dispatches on its main thread
+        except BaseException as exc:  # SystemExit too (argparse in a handler): one message
             return self._failed(route, exc, ctx)
 
-    def _failed(self, route: Route, exc: Exception, ctx: Context) -> Ack:
+    def _failed(self, route: Route, exc: BaseException, ctx: Context) -> Ack:
         message_id = ctx.message_id
         if self._error is not None:
             try:

@@ -51,7 +51,6 @@ def test_a_full_session_logs_no_secret(
         ctx.logger.info("event %s", ev.event_type)
 
     config = dingsync.StreamConfig(
-        recv_timeout=0.05,
         dead_after=2.0,
         disconnect_grace=1.0,
         proxy=None,

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import click
 
 import dingsync
+from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
 from dingsync.importer import import_from_string
-from dingsync.stream import DedupeStore
 
 from .health import HealthServer, HealthSource
 from .signals import ShutdownRequest, capture_signals
@@ -238,7 +238,11 @@ def run_worker(
                 server = HealthServer(_health_source(client), host=health_host, port=health_port)
                 server.start()
                 log.info("health on %s/healthz, metrics on %s/metrics", server.url, server.url)
-            client.start()
+            try:
+                client.start()
+            except dingsync.AuthError as exc:  # refused at the first attempt: a typo, not an outage
+                log.error("stream client stopped: %s", exc)
+                return Outcome(1)
             failure = _wait_for_stop(client, request, max_runtime)
             if failure is not None:
                 log.error("stream client stopped: %s", failure)

@@ -1,21 +1,12 @@
-"""The receiving side: :class:`StreamClient` and the dedupe stores it uses.
+"""The receiving side over a websocket (the dedupe stores are in :mod:`dingsync.dedupe`).
 
 Example:
-    >>> from dingsync.stream import MemoryDedupeStore, StreamClient
-    >>> store = MemoryDedupeStore(ttl=600, max_entries=10_000)
+    >>> from dingsync.stream import StreamClient, StreamStats
 """
 
 from __future__ import annotations
 
 from .client import StreamClient
-from .dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from .liveness import StreamStats
 
-__all__ = [
-    "StreamClient",
-    "StreamStats",
-    "DedupeStore",
-    "MemoryDedupeStore",
-    "RedisDedupeStore",
-    "Claim",
-]
+__all__ = ["StreamClient", "StreamStats"]

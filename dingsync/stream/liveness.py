@@ -1,11 +1,7 @@
-"""Keeping connections honest: keepalive pings, the dead-connection watchdog, the reader
-that drains a connection the gateway is retiring (make-before-break), and the health verdict
-(:class:`StreamStats`, :func:`assess`).
+"""Keeping connections honest (keepalive pings, the watchdog) and the health verdict.
 
-Why all three: a TCP connection can stay "open" for hours after the path to DingTalk died, and
-DingTalk keeps routing pushes to it (user-pain P1). Only traffic proves a connection alive, so
-the client pings every ``ping_interval`` and replaces any connection that has shown no frame and
-no pong for ``dead_after`` seconds.
+A TCP connection can stay "open" for hours after the path to DingTalk died, and DingTalk keeps
+routing pushes to it (user-pain P1): only traffic proves a connection alive.
 """
 
 from __future__ import annotations
@@ -13,24 +9,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import attrs
 
-from ..errors import ConnectionClosed, DingSyncError, ProtocolError
-from ..frames import Frame
 from .connection import Connection
 
-__all__ = [
-    "Keepalive",
-    "RetiringReader",
-    "StreamStats",
-    "assess",
-    "is_dead",
-    "make_before_break",
-]
+__all__ = ["Counters", "Keepalive", "StreamStats", "assess"]
 
 log = logging.getLogger("dingsync.stream")
+
+_SLACK = 0.05  # seconds
 
 
 @attrs.frozen(kw_only=True)
@@ -46,12 +35,45 @@ class StreamStats:
     reconnects: int = 0
     frames_received: int = 0
     acks_sent: int = 0
+    acks_lost: int = 0
     redeliveries_skipped: int = 0
     handler_errors: int = 0
     in_flight: int = 0
     last_frame_at: Optional[float] = None
     last_alive_at: Optional[float] = None
     connected: bool = False
+
+
+class Counters:
+    """A StreamClient's counters, updated from several threads under one lock.
+
+    Example:
+        >>> counters = Counters()
+        >>> counters.add("acks_lost", 2)
+        >>> counters.snapshot().acks_lost
+        2
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: Dict[str, Any] = attrs.asdict(StreamStats())
+
+    def add(self, name: str, delta: int = 1) -> None:
+        """Add ``delta`` to the counter ``name``."""
+        with self._lock:
+            self._values[name] += delta
+
+    def at(self, name: str, when: Optional[float]) -> None:
+        """Keep the latest time of ``name`` (``last_frame_at``, ``last_alive_at``)."""
+        if when is not None:
+            with self._lock:
+                self._values[name] = max(self._values[name] or 0.0, when)
+
+    def snapshot(self, **computed: Any) -> StreamStats:
+        """The counters, with ``computed`` values (``in_flight``, ``connected``) set."""
+        with self._lock:
+            values = dict(self._values)
+        return StreamStats(**{**values, **computed})
 
 
 def assess(
@@ -79,172 +101,92 @@ def assess(
     return healthy, details
 
 
-def is_dead(conn: Connection, now: float, dead_after: float) -> bool:
-    """Whether ``conn`` has been silent (no frame, no pong) for longer than ``dead_after``.
-
-    A connection whose reader is paused by backpressure is never declared dead: it is the
-    client, not the network, that stopped reading.
-
-    Example:
-        >>> is_dead(conn, time.monotonic(), 25.0)  # doctest: +SKIP
-        False
-    """
-    return not conn.paused and conn.silent_for(now) > dead_after
-
-
 class Keepalive:
-    """The ``dingsync-keepalive`` thread: pings the current connection every ``interval``
-    seconds and shuts down one the watchdog finds dead, which wakes its reader at once.
+    """The ``dingsync-keepalive`` thread, the one thread that acts on time: it pings a
+    connection quiet for half an ``interval`` once an ``interval`` has passed since its last
+    ping, aborts one silent for ``dead_after``, closes a retiring one at its ``retire_at``,
+    and calls ``tick``, the client's drain check (which returns when to call it again). It
+    never waits for a lock a writer holds, and sleeps until the next thing is due.
 
     Example:
-        >>> keepalive = Keepalive(lambda: client_connection, interval=10.0, dead_after=25.0)
+        >>> keepalive = Keepalive(lambda: [conn], interval=10.0, dead_after=25.0)
         >>> keepalive.start()  # doctest: +SKIP
         >>> keepalive.stop()  # doctest: +SKIP
     """
 
     def __init__(
         self,
-        current: Callable[[], Optional[Connection]],
+        connections: Callable[[], Iterable[Connection]],
         *,
         interval: float,
         dead_after: float,
         clock: Callable[[], float] = time.monotonic,
+        tick: Callable[[float], Optional[float]] = lambda now: None,
     ) -> None:
-        self._current = current
+        self._connections = connections
         self.interval = interval
         self.dead_after = dead_after
         self._clock = clock
-        self._stopped = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._tick = tick
+        self._stopped = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dingsync-keepalive", daemon=True)
 
     def start(self) -> None:
         """Start the ``dingsync-keepalive`` thread."""
-        self._thread = threading.Thread(target=self._run, name="dingsync-keepalive", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop pinging and wait for the thread (at most ``timeout`` seconds)."""
-        self._stopped.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+    def wake(self) -> None:
+        """Look at the connections and call ``tick`` now."""
+        self._wake.set()
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            conn = self._current()
-            if conn is None or conn.closed:
-                continue
-            if is_dead(conn, self._clock(), self.dead_after):
-                log.warning(
-                    "connection #%d silent for %.1fs (dead_after=%gs); replacing it",
-                    conn.number,
-                    conn.silent_for(self._clock()),
-                    self.dead_after,
-                )
-                conn.abort(f"no frame or pong for more than {self.dead_after}s")
-                continue
-            try:
-                conn.ping()
-            except ConnectionClosed as exc:
-                log.info("keepalive ping failed (%s); the reader will reconnect", exc)
-                conn.abort("keepalive ping failed")
-            except Exception:  # the keepalive thread must outlive any surprise
-                log.exception("keepalive ping failed unexpectedly")
-
-
-class RetiringReader:
-    """Reads a connection the gateway asked to leave, until it closes or ``grace`` passes.
-
-    DingTalk sends SYSTEM ``disconnect`` and closes the socket about 10 s later; pushes routed
-    to it in between would be lost if nobody read them. The client opens the replacement first,
-    then hands the old connection to this reader (thread ``dingsync-reader-retiring``), whose
-    frames go through the same ``on_frame`` as the main reader's.
-
-    Example:
-        >>> RetiringReader(old, on_frame=client_handle, grace=15.0).start()  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        conn: Connection,
-        *,
-        on_frame: Callable[[bytes, Connection], object],
-        grace: float,
-        stopping: threading.Event,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.conn = conn
-        self._on_frame = on_frame
-        self.grace = grace
-        self._stopping = stopping
-        self._clock = clock
-        self._thread = threading.Thread(
-            target=self._run, name="dingsync-reader-retiring", daemon=True
-        )
-
-    def start(self) -> RetiringReader:
-        """Start reading on the ``dingsync-reader-retiring`` thread; returns self."""
-        self._thread.start()
-        return self
-
-    def join(self, timeout: Optional[float] = None) -> None:
-        """Wait until the old connection is closed."""
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def is_alive(self) -> bool:
-        """Whether the old connection is still being read."""
+    @property
+    def running(self) -> bool:
+        """Whether the thread runs."""
         return self._thread.is_alive()
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it (at most ``timeout`` seconds)."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
     def _run(self) -> None:
-        conn = self.conn
-        deadline = self._clock() + self.grace
-        try:
-            while not self._stopping.is_set() and self._clock() < deadline:
-                raw = conn.recv()
-                if raw is not None:
-                    self._on_frame(raw, conn)
-            reason = "stopping" if self._stopping.is_set() else f"grace of {self.grace}s over"
-            log.info("retired connection #%d closed by the client (%s)", conn.number, reason)
-        except ConnectionClosed as exc:
-            log.info("retired connection #%d is gone: %s", conn.number, exc)
-        except Exception:
-            log.exception("reader of retired connection #%d failed", conn.number)
-        finally:
-            conn.close()
+        while not self._stopped:
+            now = self._clock()
+            due = self._tick(now)
+            next_at = now + self.interval if due is None else min(due, now + self.interval)
+            for conn in list(self._connections()):
+                try:
+                    next_at = min(next_at, self._look(conn, now))
+                except Exception:  # the keepalive must outlive any surprise
+                    log.exception("keepalive failed on connection #%d", conn.number)
+            self._wake.wait(max(0.0, next_at - now))
+            self._wake.clear()
 
-
-def make_before_break(
-    old: Connection,
-    disconnect: Frame,
-    *,
-    open_new: Callable[[], Connection],
-    on_frame: Callable[[bytes, Connection], object],
-    grace: float,
-    stopping: threading.Event,
-    clock: Callable[[], float] = time.monotonic,
-) -> Optional[Tuple[Connection, RetiringReader]]:
-    """Answer SYSTEM ``disconnect`` on ``old``: open the replacement first, then hand ``old``
-    to a :class:`RetiringReader`. Returns (new connection, its reader), or None when no
-    replacement could be opened: ``old`` then stays in use until the gateway closes it, and
-    that close takes the ordinary reconnect path.
-
-    Example:
-        >>> new, reader = make_before_break(conn, frame, open_new=opener,  # doctest: +SKIP
-        ...     on_frame=handle, grace=15.0, stopping=threading.Event())
-    """
-    try:
-        reason = str(disconnect.json().get("reason", "")) or "no reason given"
-    except ProtocolError:
-        reason = "no reason given"
-    log.info(
-        "gateway asked connection #%d to go (%s); opening its replacement first", old.number, reason
-    )
-    old.retiring = True
-    try:
-        new = open_new()
-    except DingSyncError as exc:
-        old.retiring = False
-        log.warning("could not open a replacement (%s); staying on #%d", exc, old.number)
-        return None
-    reader = RetiringReader(old, on_frame=on_frame, grace=grace, stopping=stopping, clock=clock)
-    return new, reader.start()
+    def _look(self, conn: Connection, now: float) -> float:
+        """Ping or abort ``conn`` if due; returns when to look at it again."""
+        if conn.closed:
+            return now + self.interval
+        if conn.retire_at is not None and now >= conn.retire_at:
+            log.info("closing retired connection #%d: its grace is over", conn.number)
+            conn.close("its disconnect grace is over")
+            return now + self.interval
+        alive = conn.last_alive or conn.opened_at
+        if not conn.paused and now - alive > self.dead_after:
+            log.warning(
+                "connection #%d silent for %.1fs (dead_after=%gs); replacing it",
+                conn.number,
+                now - alive,
+                self.dead_after,
+            )
+            conn.abort(f"no frame or pong for more than {self.dead_after}s")
+            return now + self.interval
+        half = self.interval / 2
+        # A timed wait may end a hair early: a ping due within the slack goes out now, not
+        # after a second wake-up.
+        if now - conn.pinged_at >= self.interval - _SLACK and now - alive >= half:
+            conn.ping()
+        ping_at = max(conn.pinged_at + self.interval, alive + half)
+        return min(ping_at, alive + self.dead_after + 0.01, conn.retire_at or ping_at)

@@ -315,6 +315,7 @@ class _HttpCore:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # 16 handler threads replying at once must not overflow listen()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that resets a keep-alive connection has simply gone away; only real

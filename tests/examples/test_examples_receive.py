@@ -18,7 +18,7 @@ from dingsync.testing import FakeDingTalk
 from dingsync.testing.payloads import chatbot_data
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = dingsync.StreamConfig(recv_timeout=0.1)  # the reader notices stop() within 0.1 s
+FAST = dingsync.StreamConfig()
 
 
 def load(name: str) -> ModuleType:

@@ -15,7 +15,7 @@ from ._ticks import Ticks
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 #: Fast settings: faults are noticed within a fraction of a second, backoff is tiny.
-FAST = dict(recv_timeout=0.05, open_timeout=5.0, dead_after=5.0, disconnect_grace=5.0)
+FAST = dict(open_timeout=5.0, dead_after=5.0, disconnect_grace=5.0)
 FAST_RECONNECT = dingsync.ReconnectPolicy(initial=0.05, max=0.2, jitter=0.0, auth_wait=0.05)
 
 MakeClient = Callable[..., dingsync.StreamClient]
@@ -35,7 +35,9 @@ def make_client(dingtalk: FakeDingTalk) -> Iterator[MakeClient]:
         **options: Any,
     ) -> dingsync.StreamClient:
         client_kwargs = {
-            k: options.pop(k) for k in ("dedupe", "api", "clock", "sleep") if k in options
+            k: options.pop(k)
+            for k in ("dedupe", "api", "clock", "sleep", "connector")
+            if k in options
         }
         settings = {**FAST, "reconnect": FAST_RECONNECT, **options}
         client = dingsync.StreamClient(

@@ -10,7 +10,8 @@ import websocket
 
 import dingsync
 from dingsync.config import StreamConfig
-from dingsync.stream.connection import Ticket, proxy_for, websocket_options
+from dingsync.proxies import proxy_for
+from dingsync.stream.gateway import Ticket, websocket_options
 from dingsync.testing import FakeDingTalk
 
 WSS = "wss://wss-open-connection.dingtalk.com:443/connect"
@@ -21,7 +22,6 @@ def test_no_proxy_configured_disables_websocket_client_guessing() -> None:
     opts = websocket_options(WSS, StreamConfig(), environ={})
     assert opts["http_no_proxy"] == ["*"]
     assert "http_proxy_host" not in opts
-    assert opts["skip_utf8_validation"] is True and opts["enable_multithread"] is True
     assert opts["timeout"] == StreamConfig().open_timeout
 
 
@@ -110,11 +110,10 @@ def test_the_connector_seam_gets_the_url_and_options(dingtalk: FakeDingTalk) -> 
         dingtalk.credentials,
         route,
         endpoints=dingtalk.endpoints,
-        config=StreamConfig(recv_timeout=0.05),
+        config=StreamConfig(),
         connector=connector,
     )
     with client:
         assert dingtalk.wait_for_ack(dingtalk.push_chatbot("via seam"))["code"] == 200
     (call,) = seen
     assert call["url"].startswith(dingtalk.ws_endpoint + "?ticket=")
-    assert call["skip_utf8_validation"] is True and call["enable_multithread"] is True

@@ -128,5 +128,5 @@ def test_stream_config_validation() -> None:
     with pytest.raises(ConfigurationError):
         ReconnectPolicy(initial=0)
     config = StreamConfig(proxy="http://user:hunter2@proxy:3128", dead_after=1.0)
-    assert config.ping_interval == 0.4
+    assert config.ping_interval == 0.48
     assert "hunter2" not in repr(config)

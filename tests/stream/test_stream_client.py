@@ -363,7 +363,7 @@ def test_lifecycle_context_manager_stats_and_health(dingtalk: FakeDingTalk) -> N
         dingtalk.credentials,
         route,
         endpoints=dingtalk.endpoints,
-        config=dingsync.StreamConfig(recv_timeout=0.05),
+        config=dingsync.StreamConfig(),
     )
     assert client.health()[0] is False
     with client:
@@ -394,18 +394,24 @@ def dataclass_error() -> type:
 def test_handler_threads_are_named_and_bounded(
     dingtalk: FakeDingTalk, make_client: MakeClient
 ) -> None:
-    """Handlers run on the reader while no handler thread is busy, else on at most
-    `concurrency - 1` threads named dingsync-handler-N: never more than `concurrency` at once."""
+    """Handlers never run on the reader: only on at most `concurrency` threads named
+    dingsync-handler-N. The client's threads are the four roles of client.py's docstring."""
     route = dingsync.Router()
     names = Calls()
     route.chatbot(lambda msg, ctx: names.add(threading.current_thread().name))
     make_client(route, concurrency=3)
     dingtalk.wait_for_acks(dingtalk.push_many(30), timeout=10)
-    distinct = set(names.items) - {"dingsync-reader"}
-    assert len(distinct) <= 2
+    distinct = set(names.items)
+    assert 1 <= len(distinct) <= 3
     assert all(n.startswith("dingsync-handler-") and n.split("-")[-1].isdigit() for n in distinct)
-    thread_names = {t.name for t in threading.enumerate()}
-    assert {"dingsync-reader", "dingsync-keepalive"} <= thread_names
+    roles = {t.name.rstrip("0123456789") for t in threading.enumerate()}
+    roles = {r for r in roles if r.startswith("dingsync-") and "fake" not in r}
+    assert roles == {
+        "dingsync-reader",
+        "dingsync-handler-",
+        "dingsync-writer-",
+        "dingsync-keepalive",
+    }
 
 
 def test_stop_called_from_a_handler_does_not_deadlock(
@@ -424,3 +430,21 @@ def test_stop_called_from_a_handler_does_not_deadlock(
     mid = dingtalk.push_chatbot("stop please")
     assert ack_data(dingtalk.wait_for_ack(mid)) == {"response": "bye"}
     dingtalk.wait_until(lambda: not holder[0].connected, 5)
+
+
+def test_the_same_event_under_a_new_message_id_runs_once(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """Events are deduped on their eventId: a redelivery with a new messageId is answered
+    from the dedupe store, not run again; another event is run."""
+    route = dingsync.Router()
+    calls = Calls()
+    route.event("user_add_org")(lambda ev, ctx: calls.add(ev.event_id))
+    make_client(route)
+    first = dingtalk.push_event("user_add_org", {"userId": ["u1"]}, eventId="evt-1")
+    assert dingtalk.wait_for_ack(first)["code"] == 200
+    again = dingtalk.push_event("user_add_org", {"userId": ["u1"]}, eventId="evt-1")
+    assert ack_data(dingtalk.wait_for_ack(again))["status"] == "SUCCESS"
+    other = dingtalk.push_event("user_add_org", {"userId": ["u2"]}, eventId="evt-2")
+    assert dingtalk.wait_for_ack(other)["code"] == 200
+    assert calls.items == ["evt-1", "evt-2"]

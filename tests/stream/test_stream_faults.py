@@ -11,7 +11,7 @@ import pytest
 
 import dingsync
 from dingsync.errors import AuthError, GatewayOpenError, ReconnectGaveUp
-from dingsync.stream.connection import GATEWAY_OPEN_PATH
+from dingsync.stream.gateway import GATEWAY_OPEN_PATH
 from dingsync.testing import FakeDingTalk
 
 from .conftest import MakeClient
@@ -145,11 +145,49 @@ def test_stalled_connection_is_replaced_by_the_watchdog(
     assert calls.items == ["on the new connection"]
 
 
-def test_bad_credentials_are_reported_and_not_hammered(
+def test_credentials_refused_on_the_first_attempt_raise_auth_error(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """A plain script with a wrong secret hears it without logging set up: run_forever() and
+    start() raise AuthError at the first refusal, naming both causes users hit."""
+    bad = dingsync.Credentials(client_id=dingtalk.client_id, client_secret="wrong-secret")
+    client = make_client(counting_router(Calls()), start=False, credentials=bad)
+    with pytest.raises(AuthError) as info:
+        client.run_forever()
+    message = str(info.value)
+    assert "DINGTALK_CLIENT_SECRET" in message and "IP allow-list" in message
+    assert "wrong-secret" not in message
+    assert dingtalk.count("POST", GATEWAY_OPEN_PATH) == 1
+    with pytest.raises(AuthError):
+        make_client(counting_router(Calls()), credentials=bad)  # start()
+    assert dingtalk.count("POST", GATEWAY_OPEN_PATH) == 2
+
+
+def lose_credentials_after_connecting(
+    dingtalk: FakeDingTalk, client: dingsync.StreamClient
+) -> threading.Thread:
+    """Run ``client`` until it is connected, then rotate the app's secret and drop the
+    connection: every reconnect is refused from then on."""
+    reader = threading.Thread(target=lambda: _run_quietly(client), daemon=True)
+    reader.start()
+    dingtalk.wait_until(lambda: client.connected, 5)
+    dingtalk.client_secret = "rotated"
+    dingtalk.drop()
+    return reader
+
+
+def _run_quietly(client: dingsync.StreamClient) -> None:
+    try:
+        client.run_forever()
+    except BaseException as exc:
+        client.error = exc
+
+
+def test_credentials_refused_later_are_reported_and_not_hammered(
     dingtalk: FakeDingTalk, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """401 from the gateway: a clear AuthError, logged once per attempt, and at most a
-    handful of gateway calls in a (simulated) minute."""
+    """401 from the gateway after the app was running (a rotated secret): a clear AuthError,
+    logged once per attempt, and at most a handful of gateway calls in a (simulated) minute."""
     fake_time = FakeTime()
     client: Any = None
 
@@ -159,25 +197,21 @@ def test_bad_credentials_are_reported_and_not_hammered(
             client.stop(drain=False)
 
     policy = dingsync.ReconnectPolicy(initial=1.0, max=60.0, jitter=0.0, auth_wait=30.0)
-    bad = dingsync.Credentials(client_id=dingtalk.client_id, client_secret="wrong-secret")
     client = make_client(
-        counting_router(Calls()),
-        start=False,
-        credentials=bad,
-        reconnect=policy,
-        clock=fake_time.clock,
-        sleep=sleep,
+        counting_router(Calls()), start=False, reconnect=policy, clock=fake_time.clock, sleep=sleep
     )
     with caplog.at_level(logging.ERROR, logger="dingsync"):
-        client.run_forever()  # returns once the simulated minute is over
-    opens = dingtalk.count("POST", GATEWAY_OPEN_PATH)
-    assert 1 <= opens <= 3
-    assert all(s >= 30.0 for s in fake_time.sleeps)
+        lose_credentials_after_connecting(dingtalk, client).join(10)
+    assert client.error is None  # stopped, not crashed
+    refused = dingtalk.count("POST", GATEWAY_OPEN_PATH) - 1
+    assert 1 <= refused <= 3
+    assert fake_time.sleeps[0] == 1.0  # the drop itself: an ordinary backoff
+    assert all(s >= 30.0 for s in fake_time.sleeps[1:])
     assert isinstance(client.last_error, AuthError)
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     refusals = [m for m in errors if "refused client id" in m]
-    assert len(refusals) == len(fake_time.sleeps)
-    assert "DINGTALK_CLIENT_SECRET" in refusals[0] and "wrong-secret" not in " ".join(errors)
+    assert len(refusals) == len(fake_time.sleeps) - 1
+    assert "DINGTALK_CLIENT_SECRET" in refusals[0] and "rotated" not in " ".join(errors)
 
 
 def test_give_up_after_raises_reconnect_gave_up(
@@ -187,20 +221,19 @@ def test_give_up_after_raises_reconnect_gave_up(
     the last error (here the AuthError); the last wait is cut to the deadline."""
     fake_time = FakeTime()
     policy = dingsync.ReconnectPolicy(initial=1.0, jitter=0.0, auth_wait=10.0, give_up_after=35.0)
-    bad = dingsync.Credentials(client_id=dingtalk.client_id, client_secret="wrong-secret")
     client = make_client(
         counting_router(Calls()),
         start=False,
-        credentials=bad,
         reconnect=policy,
         clock=fake_time.clock,
         sleep=fake_time.sleep,
     )
-    with pytest.raises(ReconnectGaveUp) as info:
-        client.run_forever()
-    assert isinstance(info.value.__cause__, AuthError)
-    assert info.value.attempts == dingtalk.count("POST", GATEWAY_OPEN_PATH) == 5
-    assert fake_time.sleeps == [10.0, 10.0, 10.0, 5.0]
+    lose_credentials_after_connecting(dingtalk, client).join(10)
+    assert isinstance(client.error, ReconnectGaveUp)
+    assert isinstance(client.error.__cause__, AuthError)
+    # The dropped session is the first failed attempt, then five refusals.
+    assert client.error.attempts == dingtalk.count("POST", GATEWAY_OPEN_PATH) == 6
+    assert fake_time.sleeps == [1.0, 10.0, 10.0, 10.0, 4.0]
 
 
 def test_max_attempts_gives_up_in_the_background_thread(

@@ -10,7 +10,7 @@ import requests
 import dingsync
 from dingsync.testing import FakeDingTalk
 
-FAST = dingsync.StreamConfig(recv_timeout=0.1)  # the reader notices stop() within 0.1 s
+FAST = dingsync.StreamConfig()
 
 
 @pytest.fixture()

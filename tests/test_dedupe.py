@@ -6,9 +6,9 @@ from typing import Any, List
 
 import pytest
 
+from dingsync.dedupe import MemoryDedupeStore, RedisDedupeStore
 from dingsync.errors import ConfigurationError
 from dingsync.frames import Ack
-from dingsync.stream import MemoryDedupeStore, RedisDedupeStore
 
 
 class Clock:

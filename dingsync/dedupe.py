@@ -23,12 +23,12 @@ from typing import Any, Callable, Dict, Generic, List, Optional, Protocol, Tuple
 
 import attrs
 
-from ..errors import ConfigurationError, ProtocolError
-from ..frames import Ack
+from .errors import ConfigurationError, ProtocolError
+from .frames import Ack
 
 __all__ = ["Claim", "DedupeStore", "Deduper", "MemoryDedupeStore", "RedisDedupeStore"]
 
-log = logging.getLogger("dingsync.stream")
+log = logging.getLogger("dingsync.dedupe")
 
 W = TypeVar("W")
 
@@ -92,10 +92,15 @@ class _Entry:
 
 
 class MemoryDedupeStore:
-    """An in-process dedupe store: an LRU of at most ``max_entries`` keys, each kept ``ttl`` s.
+    """An in-process dedupe store that remembers each message for ``ttl`` seconds.
+
+    It holds at most ``max_entries`` messages, about 250 bytes each (the default 200,000 is
+    about 50 MiB at its fullest): enough to keep the TTL at up to ``max_entries / ttl``
+    messages per second (333/s with the defaults). Above that rate the oldest entries go
+    early, with a warning, and a redelivery after them may run its handler again.
 
     Example:
-        >>> store = MemoryDedupeStore(ttl=600, max_entries=10_000)
+        >>> store = MemoryDedupeStore(ttl=600, max_entries=200_000)
         >>> store.claim("msg-1").state
         'new'
     """
@@ -103,7 +108,7 @@ class MemoryDedupeStore:
     def __init__(
         self,
         ttl: float = 600.0,
-        max_entries: int = 10_000,
+        max_entries: int = 200_000,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -113,7 +118,9 @@ class MemoryDedupeStore:
         self.max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
+        # Ordered by last change, so expiry times only grow from the front to the back.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._warned_at: Optional[float] = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -128,32 +135,26 @@ class MemoryDedupeStore:
                 del self._entries[key]
                 entry = None
             if entry is None:
-                entries = self._entries
-                entries[key] = _Entry(PROCESSING, now + self.ttl)
-                if len(entries) > self.max_entries:
-                    self._evict()
+                self._add(key, _Entry(PROCESSING, now + self.ttl), now)
                 return _NEW_CLAIM
             self._entries.move_to_end(key)
+            entry.expires_at = max(entry.expires_at, now + self.ttl)
             if entry.state == NEW:  # released after a failure: this delivery is a retry
                 entry.state = PROCESSING
                 entry.attempts += 1
-                entry.expires_at = now + self.ttl
                 return Claim(NEW, attempt=entry.attempts)
             return Claim(entry.state, entry.ack, entry.attempts)
 
     def complete(self, key: str, ack: Ack) -> None:
         """See :meth:`DedupeStore.complete`."""
-        expires_at = self._clock() + self.ttl
+        now = self._clock()
         with self._lock:
-            entries = self._entries
-            entry = entries.get(key)
+            entry = self._entries.get(key)
             if entry is None:
-                entries[key] = _Entry(DONE, expires_at, ack)
-                if len(entries) > self.max_entries:
-                    self._evict()
+                self._add(key, _Entry(DONE, now + self.ttl, ack), now)
             else:
-                entry.state, entry.expires_at, entry.ack = DONE, expires_at, ack
-                entries.move_to_end(key)
+                entry.state, entry.expires_at, entry.ack = DONE, now + self.ttl, ack
+                self._entries.move_to_end(key)
 
     def release(self, key: str) -> None:
         """See :meth:`DedupeStore.release`."""
@@ -163,9 +164,29 @@ class MemoryDedupeStore:
                 # Kept (as "new") only to count attempts, so the retry is marked redelivered.
                 entry.state = NEW
 
-    def _evict(self) -> None:
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+    def _add(self, key: str, entry: _Entry, now: float) -> None:  # under _lock
+        entries = self._entries
+        entries[key] = entry
+        while entries:  # expired entries leave from the front, a few per insert at most
+            oldest = next(iter(entries.values()))
+            if oldest.expires_at > now and len(entries) <= self.max_entries:
+                break
+            if oldest.expires_at > now:
+                self._warn_full(now, oldest.expires_at - now)
+            entries.popitem(last=False)
+
+    def _warn_full(self, now: float, left: float) -> None:
+        if self._warned_at is not None and now - self._warned_at < 60.0:
+            return
+        self._warned_at = now
+        log.warning(
+            "the memory dedupe store is full (%d messages): messages are forgotten %.0fs "
+            "before their ttl of %gs, so a late redelivery may run again; raise "
+            "StreamConfig(dedupe_max_entries=...) or use a RedisDedupeStore",
+            self.max_entries,
+            left,
+            self.ttl,
+        )
 
 
 _PROCESSING_VALUE = b"processing"
