@@ -322,7 +322,6 @@ def running_router(
             fake.credentials,
             router,
             endpoints=fake.endpoints,
-            config=dingsync.StreamConfig(recv_timeout=0.1),
             api=api,
         )
         client.start()
