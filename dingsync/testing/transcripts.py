@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, 
 import attrs
 
 from . import payloads
+from ._openapi import CardInstance
 from ._records import webhook_text
 
 if TYPE_CHECKING:
@@ -73,17 +74,6 @@ class ReplayResult:
 
 
 # -- recording ---------------------------------------------------------------------------------
-def _user_turns(fake: FakeDingTalk, conversation_id: str) -> List[Tuple[Push, Dict[str, Any]]]:
-    turns = []
-    for push in list(fake.pushes):
-        if push.topic != payloads.CHATBOT_TOPIC:
-            continue
-        data = push.data
-        if isinstance(data, dict) and data.get("conversationId") == conversation_id:
-            turns.append((push, data))
-    return turns
-
-
 def _in_chat(data: Mapping[str, Any], group: Optional[str], user: Optional[str]) -> bool:
     """Whether a robot message or card went to the chat of ``data``'s message."""
     if data.get("conversationType") == "2":
@@ -91,10 +81,26 @@ def _in_chat(data: Mapping[str, Any], group: Optional[str], user: Optional[str])
     return user is not None and user == data.get("senderStaffId")
 
 
+def _card_in_chat(card: CardInstance, data: Mapping[str, Any]) -> bool:
+    spaces = [s.split(".", 1) for s in card.spaces]
+    group = next((sid for kind, sid in spaces if kind == "IM_GROUP"), None)
+    user = next((sid for kind, sid in spaces if kind == "IM_ROBOT"), None)
+    return _in_chat(data, group, user)
+
+
 def _answers(
-    fake: FakeDingTalk, push: Push, data: Mapping[str, Any], until: Optional[float]
+    fake: FakeDingTalk,
+    push: Push,
+    data: Mapping[str, Any],
+    until: Optional[float],
+    cards: List[str],
 ) -> List[Dict[str, Any]]:
-    """What the bot sent to the chat of ``push`` from its arrival until ``until``."""
+    """What the bot sent to the chat of ``push`` from its arrival until ``until``.
+
+    ``cards`` lists the conversation's cards (outTrackIds) in the order they appeared; new ones
+    are added, and a card answer names its place in it (clicks refer to cards that way, since
+    outTrackIds differ from run to run).
+    """
     start = push.pushed_at
 
     def within(at: float) -> bool:
@@ -119,33 +125,57 @@ def _answers(
         except ValueError:
             continue
         card = fake.cards.get(str(body.get("outTrackId")))
-        if card is None or card.out_track_id in seen:
-            continue
-        spaces = [s.split(".", 1) for s in card.spaces]
-        group = next((sid for kind, sid in spaces if kind == "IM_GROUP"), None)
-        user = next((sid for kind, sid in spaces if kind == "IM_ROBOT"), None)
-        if not _in_chat(data, group, user):
+        if card is None or card.out_track_id in seen or not _card_in_chat(card, data):
             continue
         seen.add(card.out_track_id)
-        initial = (body.get("cardData") or {}).get("cardParamMap") or {}
-        found.append(
-            (
-                request.at,
-                {
-                    "via": "card",
-                    "templateId": card.template_id,
-                    "cardData": initial,
-                    "streams": dict(card.streams),
-                    "status": card.status,
-                },
-            )
-        )
+        if card.out_track_id not in cards:
+            cards.append(card.out_track_id)
+        answer = {
+            "via": "card",
+            "card": cards.index(card.out_track_id) + 1,
+            "templateId": card.template_id,
+            "cardData": (body.get("cardData") or {}).get("cardParamMap") or {},
+            "streams": dict(card.streams),
+            "status": card.status,
+        }
+        found.append((request.at, answer))
     found.sort(key=lambda pair: pair[0])
     return [answer for _, answer in found]
 
 
+def _click_answer(fake: FakeDingTalk, message_id: str) -> List[Dict[str, Any]]:
+    """The bot's answer to a card click: the card update in its ack (none when it sent none)."""
+    ack = next(
+        (a for a in list(fake.acks) if a.get("headers", {}).get("messageId") == message_id), None
+    )
+    data = _json(ack.get("data")) if ack is not None else None
+    response = _json(data.get("response")) if isinstance(data, dict) else None
+    if ack is None or not response:
+        return []
+    return [{"via": "cardUpdate", "code": ack.get("code"), "response": response}]
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _click(data: Mapping[str, Any]) -> Dict[str, Any]:
+    private = _json(data.get("content"))
+    params = (
+        private.get("cardPrivateData", {}).get("params", {}) if isinstance(private, dict) else {}
+    )
+    return {"params": params, "user": data.get("userId")}
+
+
 def record_transcript(fake: FakeDingTalk, conversation_id: str) -> Transcript:
     """The conversation ``conversation_id`` on ``fake`` so far, as a transcript (a JSON object).
+
+    Its turns are the user messages and the clicks on the conversation's cards, in order.
 
     Raises:
         LookupError: no user message of that conversation was pushed.
@@ -155,21 +185,44 @@ def record_transcript(fake: FakeDingTalk, conversation_id: str) -> Transcript:
         >>> [t["text"] for t in transcript["turns"]]                  # doctest: +SKIP
         ['1+1']
     """
-    turns = _user_turns(fake, conversation_id)
-    if not turns:
+    pushes = [(p, p.data) for p in list(fake.pushes)]
+    messages = [
+        (p, d)
+        for p, d in pushes
+        if p.topic == payloads.CHATBOT_TOPIC
+        and isinstance(d, dict)
+        and d.get("conversationId") == conversation_id
+    ]
+    if not messages:
         raise LookupError(f"no user message in conversation {conversation_id!r} on this emulator")
-    first = turns[0][1]
+    first = messages[0][1]
+    mine = {c.out_track_id for c in list(fake.cards.values()) if _card_in_chat(c, first)}
+    clicks = [
+        (p, d)
+        for p, d in pushes
+        if p.topic == payloads.CARD_CALLBACK_TOPIC
+        and isinstance(d, dict)
+        and d.get("outTrackId") in mine
+    ]
+    turns = sorted(messages + clicks, key=lambda pair: pair[0].pushed_at)
+    cards: List[str] = []
     out: List[Dict[str, Any]] = []
     for index, (push, data) in enumerate(turns):
         until = turns[index + 1][0].pushed_at if index + 1 < len(turns) else None
+        if push.topic == payloads.CARD_CALLBACK_TOPIC:
+            out_track_id = data.get("outTrackId")
+            card = cards.index(out_track_id) + 1 if out_track_id in cards else None
+            click = {"card": card, **_click(data)}
+            out.append({"click": click, "bot": _click_answer(fake, push.message_id)})
+            continue
         msgtype = str(data.get("msgtype", "text"))
         turn: Dict[str, Any] = {
             "sender": data.get("senderStaffId"),
             "nick": data.get("senderNick"),
             "msgtype": msgtype,
             "text": (data.get("text") or {}).get("content", "") if msgtype == "text" else "",
-            "atUsers": [u.get("staffId") for u in data.get("atUsers", []) if u.get("staffId")],
-            "bot": _answers(fake, push, data, until),
+            "atUsers": list(data.get("atUsers", [])),
+            "bot": _answers(fake, push, data, until, cards),
         }
         if msgtype != "text":
             turn["content"] = data.get("content")
@@ -254,6 +307,9 @@ def _describe(answer: Optional[Mapping[str, Any]]) -> str:
             f"a card {answer.get('templateId')} with {answer.get('cardData')}"
             f" streamed {answer.get('streams')} ({answer.get('status')})"
         )
+    if via == "cardUpdate":
+        response = answer.get("response") or {}
+        return f"a card update {response.get('cardData', response)}"
     return json.dumps(answer, ensure_ascii=False)
 
 
@@ -261,8 +317,13 @@ def _compare(index: int, turn: Mapping[str, Any], got: List[Dict[str, Any]]) -> 
     expected = list(turn.get("bot") or [])
     if got == expected:
         return []
-    said = turn.get("text") or turn.get("msgtype")
-    where = f"turn {index + 1} ({turn.get('sender')}: {said!r})"
+    click = turn.get("click")
+    if isinstance(click, Mapping):
+        where = f"turn {index + 1} ({click.get('user')} clicks card {click.get('card')}"
+        where += f" with {click.get('params')})"
+    else:
+        said = turn.get("text") or turn.get("msgtype")
+        where = f"turn {index + 1} ({turn.get('sender')}: {said!r})"
     lines = []
     for n in range(max(len(expected), len(got))):
         want = expected[n] if n < len(expected) else None
@@ -281,7 +342,8 @@ def replay_transcript(
     timeout: float = 5.0,
     settle: float = 1.0,
 ) -> ReplayResult:
-    """Send a transcript's user messages to ``router`` again and compare the bot's answers.
+    """Send a transcript's user messages (and card clicks) to ``router`` again and compare the
+    bot's answers.
 
     A fresh emulator and ``StreamClient`` are started and stopped. Each message waits for its
     ack (up to ``timeout`` seconds), then for the answers to match the saved ones for up to
@@ -298,9 +360,11 @@ def replay_transcript(
     data = load_transcript(transcript)
     conversation = data["conversation"]
     differences: List[str] = []
+    cards: List[str] = []  # the replay's cards, in the order they appeared
     with FakeDingTalk() as fake, running_router(fake, router, timeout=timeout):
         for index, turn in enumerate(data["turns"]):
-            differences += _replay_turn(fake, conversation, index, turn, timeout, settle)
+            replay = _replay_click if isinstance(turn.get("click"), Mapping) else _replay_turn
+            differences += replay(fake, conversation, index, turn, cards, timeout, settle)
     return ReplayResult(turns=len(data["turns"]), differences=tuple(differences))
 
 
@@ -332,11 +396,45 @@ def running_router(
             client.stop(timeout=timeout)
 
 
+def _settled(compare: Any, settle: float) -> List[str]:
+    """``compare()``'s differences once it has none, or after ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        problems: List[str] = compare()
+        if not problems or time.monotonic() >= deadline:
+            return problems
+        time.sleep(0.02)
+
+
+def _replay_click(
+    fake: FakeDingTalk,
+    conversation: Mapping[str, Any],
+    index: int,
+    turn: Mapping[str, Any],
+    cards: List[str],
+    timeout: float,
+    settle: float,
+) -> List[str]:
+    click = turn["click"]
+    number = click.get("card")
+    if not isinstance(number, int) or not 0 < number <= len(cards):
+        return [f"turn {index + 1}: card {number} was not sent in the replay, nothing to click"]
+    message_id = fake.push_card_callback(
+        cards[number - 1], dict(click.get("params") or {}), user_id=str(click.get("user") or "")
+    )
+    try:
+        fake.wait_for_ack(message_id, timeout)
+    except TimeoutError as exc:
+        return [f"turn {index + 1}: the bot did not ack the click: {exc}"]
+    return _settled(lambda: _compare(index, turn, _click_answer(fake, message_id)), settle)
+
+
 def _replay_turn(
     fake: FakeDingTalk,
     conversation: Mapping[str, Any],
     index: int,
     turn: Mapping[str, Any],
+    cards: List[str],
     timeout: float,
     settle: float,
 ) -> List[str]:
@@ -368,13 +466,7 @@ def _replay_turn(
         return [f"turn {index + 1}: the bot did not ack the message: {exc}"]
     push = fake._by_id[message_id]
     data = push.data
-    deadline = time.monotonic() + settle
-    while True:
-        got = _answers(fake, push, data, None)
-        problems = _compare(index, turn, got)
-        if not problems or time.monotonic() >= deadline:
-            return problems
-        time.sleep(0.02)
+    return _settled(lambda: _compare(index, turn, _answers(fake, push, data, None, cards)), settle)
 
 
 def assert_transcript(

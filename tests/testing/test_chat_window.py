@@ -392,3 +392,42 @@ def test_feed_reports_protocol_violations_and_nacks(fake: FakeDingTalk) -> None:
     violations = [e["text"] for e in events if e["kind"] == "violation"]
     assert violations and all(v.startswith("ack on connection") for v in violations)
     assert any("code: expected an int, got str" in v for v in violations)
+
+
+def test_transcript_replays_card_clicks_and_reports_a_changed_card_update(
+    fake: FakeDingTalk,
+) -> None:
+    """Clicks on a conversation's card are turns of its transcript: they replay on the card the
+    bot sends in the replay, and a different card update is reported with the click."""
+    from examples import cards
+
+    with running_bot(cards.route, fake):
+        fake.wait_for_ack(fake.push_chatbot("lunch?", conversation_id="cid-vote"))
+        (card,) = fake.cards.values()
+        for vote in ("yes", "yes", "no"):
+            fake.wait_for_ack(fake.push_card_callback(card.out_track_id, {"vote": vote}))
+    transcript = record_transcript(fake, "cid-vote")
+    turns = transcript["turns"]
+    assert turns[0]["bot"][0]["card"] == 1 and turns[0]["bot"][0]["cardData"]["yes"] == "0"
+    assert [t["click"] for t in turns[1:]] == [
+        {"card": 1, "params": {"vote": v}, "user": "user-1"} for v in ("yes", "yes", "no")
+    ]
+    last = turns[3]["bot"][0]["response"]["cardData"]["cardParamMap"]
+    assert (last["yes"], last["no"]) == ("2", "1")
+    assert replay_transcript(transcript, cards.route).differences == ()
+
+    stubborn = dingsync.Router()
+    stubborn.chatbot(cards.on_message)
+
+    @stubborn.card_callback
+    def yes_only(cb: dingsync.CardCallback, ctx: dingsync.Context) -> dingsync.CardResponse:
+        if cb.params.get("vote") == "no":
+            return dingsync.CardResponse()  # the changed bot ignores "no" votes
+        return cards.on_vote(cb, ctx)
+
+    result = replay_transcript(transcript, stubborn, settle=0.2)
+    assert len(result.differences) == 1
+    assert result.differences[0].startswith(
+        "turn 4 (user-1 clicks card 1 with {'vote': 'no'}), answer 1: expected a card update"
+    )
+    assert "got a card update {'cardUpdateOptions'" in result.differences[0]
