@@ -431,3 +431,28 @@ def test_transcript_replays_card_clicks_and_reports_a_changed_card_update(
         "turn 4 (user-1 clicks card 1 with {'vote': 'no'}), answer 1: expected a card update"
     )
     assert "got a card update {'cardUpdateOptions'" in result.differences[0]
+
+
+def test_openapi_knobs_over_http(fake: FakeDingTalk, http: requests.Session) -> None:
+    """fail_next, expire_tokens, advance, expire_session and webhook_robot do over HTTP what
+    the FakeDingTalk methods of the same names do."""
+    token_path = "/v1.0/oauth2/accessToken"
+    armed = post(http, fake, "fail_next", {"method": "post", "path": token_path, "status": 503})
+    assert armed.json() == {"method": "POST", "path": token_path}
+    creds = {"appKey": fake.client_id, "appSecret": fake.client_secret}
+    assert http.post(fake.api_base + token_path, json=creds).status_code == 503
+    token = http.post(fake.api_base + token_path, json=creds).json()["accessToken"]
+    assert fake.token_valid(token, "new")
+    assert post(http, fake, "expire_tokens").json() == {}
+    assert not fake.token_valid(token, "new")
+    before = fake.now()
+    assert post(http, fake, "advance", {"seconds": 60}).json()["now"] >= before + 60
+    mid = fake.push_chatbot("hi")
+    assert post(http, fake, "expire_session", {"messageId": mid}).status_code == 200
+    gone = post(http, fake, "expire_session", {"message_id": "nope"})
+    assert gone.status_code == 404 and gone.json()["code"] == "SessionNotFound"
+    robot = post(http, fake, "webhook_robot", {"token": "tok", "keywords": ["deploy"]}).json()
+    assert robot["url"] == fake.webhook_url("tok")
+    assert fake.webhook_robots["tok"].keywords == ("deploy",)
+    typo = post(http, fake, "fail_next", {"method": "GET", "path": "/x", "stauts": 500})
+    assert typo.status_code == 400 and "unknown field(s) stauts" in typo.json()["message"]

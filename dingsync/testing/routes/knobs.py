@@ -1,9 +1,10 @@
-"""The rest of the control API: the gateway's fault knobs and state, over HTTP on the ``api``
-host, so that the chat window, and tests of bots written with other languages' SDKs, can drive
-every knob a Python test has (see ``control.py`` for pushing messages and reading replies).
+"""The rest of the control API: every knob of the emulator over HTTP on the ``api`` host, so
+that the chat window, and tests of bots written with other languages' SDKs, can do what a
+Python test does (``control.py`` pushes messages and reads replies and acks).
 
-Each POST takes an optional ``{"connection": "<id>"}`` (default: the newest live connection)
-and answers ``{"connection": id}``, or 409 ``NoConnection`` when no client is connected.
+Gateway knobs take an optional ``{"connection": "<id>"}`` (default: the newest live
+connection) and answer ``{"connection": id}``, or 409 ``NoConnection`` when no client is
+connected:
 
 - ``POST /_emulator/ping`` -> also ``{"messageId"}``: a SYSTEM ping; the pong is in ``acks``.
 - ``POST /_emulator/disconnect`` ``{"close_after": 10}`` -> also ``{"messageId"}``: SYSTEM
@@ -15,10 +16,21 @@ and answers ``{"connection": id}``, or 409 ``NoConnection`` when no client is co
 - ``GET /_emulator/connections`` -> ``{"connections": [...]}``, oldest first.
 - ``GET /_emulator/violations`` -> ``{"violations": [...]}``: protocol violations of the client.
 
+OpenAPI knobs (the keyword arguments of the ``FakeDingTalk`` method of the same name):
+
+- ``POST /_emulator/fail_next`` ``{"method": "POST", "path": "/v1.0/...", "status": 500,
+  "body": {...}, "times": 1, "delay": 0, "reset": false, "after": 0}``
+- ``POST /_emulator/expire_tokens``, ``POST /_emulator/advance`` ``{"seconds": 7200}``,
+  ``POST /_emulator/expire_session`` ``{"message_id": "..."}``
+- ``POST /_emulator/webhook_robot`` ``{"token": "...", "secret": "SEC...", "keywords": [...]}``
+  -> ``{"url"}``: register a custom group robot.
+
 Example::
 
     curl -s -X POST "$DINGSYNC_EMULATOR/_emulator/drop"
     curl -s "$DINGSYNC_EMULATOR/_emulator/connections"
+    curl -s -X POST "$DINGSYNC_EMULATOR/_emulator/fail_next" -H 'Content-Type: application/json' \\
+        -d '{"method": "POST", "path": "/v1.0/robot/oToMessages/batchSend", "status": 429}'
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 from .._http import Request, Response, json_response, new_error, route
 from .._records import Connection
-from .control import PREFIX, _body, _guard, _Invalid, _pop
+from .control import PREFIX, _body, _call, _guard, _Invalid, _pop
 
 if TYPE_CHECKING:
     from .._fake import FakeDingTalk
@@ -159,3 +171,65 @@ def connections(fake: FakeDingTalk, request: Request) -> Response:
 def violations(fake: FakeDingTalk, request: Request) -> Response:
     """The client's protocol violations (bad acks, wrong pong opaque ...)."""
     return json_response({"violations": list(fake.violations)})
+
+
+def _required(body: Dict[str, Any], name: str) -> str:
+    value = _pop(body, name)
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"{name} is required (a string)")
+    return value
+
+
+@route("api", "POST", f"{PREFIX}/fail_next")
+@_guard
+def fail_next(fake: FakeDingTalk, request: Request) -> Response:
+    """Make the next request(s) of a route fail."""
+    body = _body(request)
+    method, path = _required(body, "method"), _required(body, "path")
+    _call(fake.fail_next, [method, path], body)
+    return json_response({"method": method.upper(), "path": path})
+
+
+@route("api", "POST", f"{PREFIX}/expire_tokens")
+@_guard
+def expire_tokens(fake: FakeDingTalk, request: Request) -> Response:
+    """Invalidate every access token issued so far."""
+    _call(fake.expire_tokens, [], _body(request))
+    return json_response({})
+
+
+@route("api", "POST", f"{PREFIX}/advance")
+@_guard
+def advance(fake: FakeDingTalk, request: Request) -> Response:
+    """Move the emulator's clock forward (tokens, tickets and session webhooks expire)."""
+    body = _body(request)
+    seconds = _pop(body, "seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise _Invalid("seconds must be a number >= 0")
+    _call(fake.advance, [float(seconds)], body)
+    return json_response({"now": fake.now()})
+
+
+@route("api", "POST", f"{PREFIX}/expire_session")
+@_guard
+def expire_session(fake: FakeDingTalk, request: Request) -> Response:
+    """Expire the session webhook of a pushed message."""
+    body = _body(request)
+    message_id = _required(body, "message_id")
+    try:
+        _call(fake.expire_session, [message_id], body)
+    except KeyError as exc:
+        return new_error(404, "SessionNotFound", str(exc.args[0]))
+    return json_response({"messageId": message_id})
+
+
+@route("api", "POST", f"{PREFIX}/webhook_robot")
+@_guard
+def webhook_robot(fake: FakeDingTalk, request: Request) -> Response:
+    """Register a custom group robot; answers its webhook URL."""
+    body = _body(request)
+    token = _required(body, "token")
+    for name in ("keywords", "ip_whitelist"):
+        if isinstance(body.get(name), list):
+            body[name] = tuple(body[name])
+    return json_response({"url": _call(fake.add_webhook_robot, [token], body)})
