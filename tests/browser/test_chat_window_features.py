@@ -245,3 +245,23 @@ def test_redelivery_button_turns_redelivery_on_and_off(page: Any) -> None:
         button.click()
         expect(button).to_have_text("Redelivery: off")
         assert fake.redeliver_events_after is None and fake.redeliver_callbacks_after is None
+
+
+def test_ping_and_disconnect_buttons(page: Any) -> None:
+    """Ping shows the SYSTEM ping and its pong ack in the inspector; Disconnect makes the bot
+    open a new connection before the old one closes, and the indicator counts the reconnect."""
+    with running_bot(calc.route) as (fake, _):
+        page.goto(fake.api_base + "/")
+        indicator = page.locator("#conn")
+        expect(indicator).to_have_text("● connected (1) · reconnects: 0")
+        page.click("button[data-fault=ping]")
+        expect(page.locator("#inspector li.push", has_text="SYSTEM ping")).to_have_count(1)
+        expect(page.locator("#inspector li.ack")).to_have_count(1)
+        assert fake.pongs and fake.pongs[0].matched
+        page.click("button[data-fault=disconnect]")
+        expect(indicator).to_have_text("● connected (1) · reconnects: 1")
+        fake.wait_until(lambda: not fake.connections[0].alive, timeout=10)
+        expect(page.locator("#inspector li.connection", has_text="closed")).to_have_count(1)
+        page.fill("#input", "3*3")
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.bot .bubble")).to_have_text(["9"])
