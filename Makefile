@@ -44,8 +44,33 @@ test-newest:
 	.venv-newest/bin/pip install -q -e '.[dev,testing,redis,browser]'
 	.venv-newest/bin/pytest -q
 
-demo: $(STAMP)
-	$(BIN)/python -m dingworker.demo
+# The demo needs only dingsync and its testing extra (the emulator), not the development tools:
+# a venv that `make test` prepared will do, otherwise this installs just those, with progress.
+# When python3 has a pip that can install into another environment (pip --python, pip >= 22.3),
+# that pip fills the new venv: bootstrapping a pip inside it would take longer than the rest.
+# Nothing is byte-compiled ahead (--no-compile): the demo compiles only what it imports.
+DEMO_STAMP := $(VENV)/.demo-installed
+
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt setup.cfg ] && [ $(STAMP) -nt pyproject.toml ]; then \
+		touch $@; \
+	else \
+		echo "==> creating $(VENV) for the demo (make test adds the development tools later)" && \
+		$(PY) -m venv --without-pip $(VENV) && \
+		if $(PY) -m pip --python $(BIN)/python --version >/dev/null 2>&1; then \
+			pip="$(PY) -m pip --python $(BIN)/python"; \
+		else \
+			$(BIN)/python -m ensurepip --default-pip >/dev/null && pip="$(BIN)/pip"; \
+		fi && \
+		echo "==> installing dingsync and its testing extra (the emulator) into $(VENV)" && \
+		$$pip install --disable-pip-version-check --no-compile pip -e '.[testing]' && \
+		touch $@; \
+	fi
+
+demo: $(DEMO_STAMP)
+	@echo "==> running the calculator bot under dingworker --emulator"
+	@$(BIN)/python -m dingworker.demo
+	@echo "==> the commands are in $(BIN)/, e.g. $(BIN)/dingworker --emulator examples.echo:route"
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -26,7 +26,16 @@ from . import _report
 from ._context import BenchContext
 from ._emulator import BenchError
 from ._results import Row
-from .figures import blocking, cron, footprint, idle, reconnect, stalls, throughput, zombie
+from .figures import (
+    blocking,
+    callbacks,
+    cron,
+    footprint,
+    idle,
+    reconnect,
+    throughput,
+    zombie,
+)
 
 FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "throughput": throughput.run,
@@ -35,8 +44,9 @@ FIGURES: Dict[str, Callable[[BenchContext], List[Row]]] = {
     "zombie": zombie.run,
     "footprint": footprint.run,
     "cron": cron.run,
+    "callbacks": callbacks.run,
     "idle": idle.run,
-    "stalls": stalls.run,
+    "stalls": zombie.run_mid_burst,
 }
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

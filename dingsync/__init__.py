@@ -22,6 +22,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .api import ApiClient
     from .api.webhook import WebhookRobot
+    from .callbacks import CallbackApp
     from .config import Credentials, Endpoints, ReconnectPolicy, StreamConfig
     from .context import Context
     from .dedupe import MemoryDedupeStore, RedisDedupeStore
@@ -53,6 +54,7 @@ __all__ = [
     "ReconnectPolicy",
     "MemoryDedupeStore",
     "RedisDedupeStore",
+    "CallbackApp",
     # payloads and wire
     "ChatbotMessage",
     "CardCallback",
@@ -89,6 +91,7 @@ _LOCATIONS = {
     "StreamClient": "stream",
     "MemoryDedupeStore": "dedupe",
     "RedisDedupeStore": "dedupe",
+    "CallbackApp": "callbacks",
     "StreamConfig": "config",
     "ReconnectPolicy": "config",
     "Credentials": "config",

@@ -255,7 +255,7 @@ class StreamConfig:
         open_timeout: timeout of the gateway HTTP call, the websocket handshake and replies
             through session webhooks.
         dedupe_ttl: seconds a handled messageId is remembered for redeliveries.
-        dedupe_max_entries: the memory dedupe store's bound (about 250 bytes a message): it
+        dedupe_max_entries: the memory dedupe store's bound (about 450 bytes a message): it
             keeps ``dedupe_ttl`` at up to ``dedupe_max_entries / dedupe_ttl`` messages/s.
         drain_timeout: how long :meth:`~dingsync.StreamClient.stop` waits for running
             handlers by default (``with`` blocks, ``dingworker``).
@@ -282,7 +282,7 @@ class StreamConfig:
     ping_interval: float = attrs.field(validator=_positive)
     open_timeout: float = attrs.field(default=10.0, validator=_positive)
     dedupe_ttl: float = attrs.field(default=600.0, validator=_positive)
-    dedupe_max_entries: int = attrs.field(default=200_000, validator=_positive)
+    dedupe_max_entries: int = attrs.field(default=100_000, validator=_positive)
     drain_timeout: float = attrs.field(default=30.0, validator=_non_negative)
     disconnect_grace: float = attrs.field(default=15.0, validator=_non_negative)
     proxy: Optional[str] = attrs.field(default=None, repr=False)  # may carry a password

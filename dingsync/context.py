@@ -204,7 +204,11 @@ class Context:
         now: Callable[[], datetime] = _utc_now,
     ) -> Context:
         """A context that needs no network: replies are only recorded in ``replies``
-        (unless ``post`` is given), so handlers can be unit-tested by calling them.
+        (unless ``post`` is given), so handlers can be unit-tested by calling them or through
+        ``route.dispatch(frame, ctx)``, with the builders of :mod:`dingsync.testing`.
+
+        A message without a ``sessionWebhook`` (hand-made) has its replies recorded too; one
+        whose webhook has expired behaves as in production (OpenAPI fallback through ``api``).
 
         Example:
             >>> msg = ChatbotMessage.from_wire({"msgId": "m", "msgtype": "text",
@@ -282,9 +286,12 @@ class Context:
                 if self.api is None:
                     raise
                 body = None  # images, files ...: only the OpenAPI carries them
-        if body is not None and msg.session_webhook and msg.session_webhook_valid(self._now()):
+        # A testing context records a reply to a hand-made message that has no webhook at all.
+        offline = isinstance(self._post, _Recorder) and not msg.session_webhook
+        live = bool(msg.session_webhook) and msg.session_webhook_valid(self._now())
+        if body is not None and (live or offline):
             try:
-                self._post(msg.session_webhook, body)
+                self._post(msg.session_webhook or "", body)
                 self.replies.append(body)
                 return
             except SessionExpired:
@@ -295,7 +302,10 @@ class Context:
             raise SessionExpired(
                 0,
                 str(_SESSION_EXPIRED),
-                "the message's session webhook has expired",
+                "the message's session webhook has expired"
+                if msg.session_webhook
+                else "the message has no sessionWebhook to reply to (to test a handler "
+                "offline, pass dingsync.Context.for_testing())",
                 hint="a raw dict body cannot go through the OpenAPI; reply with a "
                 "dingsync.messages builder"
                 if built is None

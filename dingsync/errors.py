@@ -14,6 +14,7 @@ The tree::
     │   ├── PermissionDenied            missing scope or IP whitelist; .required_scopes
     │   ├── InvalidRequest              validation errors: never retried
     │   ├── SessionExpired              a session webhook is past its expiry (300001)
+    │   ├── UnexpectedRedirect          an API call answered 3xx; not followed (.location_host)
     │   └── WebhookError                a custom group robot refused a message (310000 ...)
     │       ├── WebhookSecurityError    310000: the robot's security settings refused it
     │       │   ├── KeywordMissing      "keywords not in content"
@@ -22,7 +23,9 @@ The tree::
     │       │   └── IpNotWhitelisted    "ip X.X.X.X not in whitelist"
     │       ├── WebhookNotFound         unknown, disabled or deleted robot (300005, 400101 ...)
     │       └── WebhookThrottled        (also RateLimited) 410100/130101/660026: 10-min penalty
-    ├── TransportError                  network failure talking to any DingTalk host
+    ├── StoreUnavailable                a shared store (Redis, a token or pacing file) failed
+    ├── TransportError                  network failure talking to any DingTalk host; .maybe_sent
+    │   ├── TokenUnavailable            no access token could be fetched: nothing was sent
     │   ├── RequestTimeout              the request timed out; .maybe_sent says whether it may
     │   │                               have reached the server (so a blind resend could duplicate)
     │   └── ConnectionLost              the connection dropped after the request went out;
@@ -68,6 +71,9 @@ __all__ = [
     "WebhookNotFound",
     "WebhookThrottled",
     "ConnectionLost",
+    "UnexpectedRedirect",
+    "StoreUnavailable",
+    "TokenUnavailable",
 ]
 
 
@@ -127,7 +133,12 @@ class ApiError(DingSyncError):
         message: DingTalk's message.
         request_id: DingTalk's request id, for support tickets.
         body: the decoded response body (never contains a secret we sent).
+        maybe_sent: True when the error came from a proxy or gateway after a non-idempotent
+            send went out (HTTP 5xx without DingTalk's own "not processed" answer): DingTalk
+            may have processed it, so it was not sent again.
     """
+
+    maybe_sent: bool = False
 
     def __init__(
         self,
@@ -185,7 +196,50 @@ class WebhookError(ApiError):
 
 
 class TransportError(DingSyncError):
-    """The network failed while talking to a DingTalk host."""
+    """The network failed while talking to a DingTalk host.
+
+    ``maybe_sent`` is True only when the request may have reached DingTalk (so a blind resend
+    of a non-idempotent send could duplicate it); False means nothing was processed.
+    """
+
+    maybe_sent: bool = False
+
+
+class TokenUnavailable(TransportError):
+    """No access token could be fetched (after its own retries), so the call was not sent.
+
+    ``maybe_sent`` is always False; ``__cause__`` is the token endpoint's failure.
+    """
+
+
+class StoreUnavailable(DingSyncError):
+    """A shared store failed: Redis (down, timed out) or a token / pacing file.
+
+    Raised only where dingsync cannot fall back (see the README's "Redis failure policy"); the
+    token caches degrade to fetching without the cache instead. ``store`` names the store.
+    """
+
+    def __init__(self, message: str, *, store: str) -> None:
+        super().__init__(message)
+        self.store = store
+
+
+class UnexpectedRedirect(ApiError):
+    """An API call was answered with a redirect, which DingTalk's API never sends.
+
+    The redirect is not followed: that would carry the access token to ``location_host`` and
+    turn a POST into a GET. A proxy or a wrong endpoint setting is the usual cause.
+    """
+
+    def __init__(self, status: int, location_host: str, **kwargs: Any) -> None:
+        self.location_host = location_host
+        super().__init__(
+            status,
+            f"HTTP{status}",
+            f"the API answered with a redirect to {location_host or 'an unknown host'}; "
+            "not followed (it would carry the access token there)",
+            **kwargs,
+        )
 
 
 class RequestTimeout(TransportError):

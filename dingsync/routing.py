@@ -107,6 +107,23 @@ def _check_ack(ack: str) -> str:
     return ack
 
 
+def _check_sync(kind: str, func: Any) -> None:
+    # A coroutine function returns a coroutine that nothing here would ever await: every
+    # message would fail, so refuse it while the mistake is still on the screen.
+    call = getattr(func, "__call__", None)  # noqa: B004  (an instance with async __call__)
+    if not any(
+        inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (func, call)
+    ):
+        return
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    raise ConfigurationError(
+        f"{kind} handler {name} is async; dingsync is synchronous and calls handlers on its own "
+        "threads, so write a plain def. To call async code from it, run the coroutine with "
+        "asyncio.run(...) inside the handler; for an asyncio application, use the official "
+        "dingtalk-stream SDK instead"
+    )
+
+
 def _response(result: Any) -> Any:
     if isinstance(result, CardResponse):
         return result.to_wire()
@@ -354,6 +371,7 @@ class Router:
             ...     if isinstance(exc, KeyError):
             ...         return "ignored"
         """
+        _check_sync("error", func)
         if self._error is not None:
             raise ConfigurationError("an error handler is already registered")
         self._error = func
@@ -365,6 +383,7 @@ class Router:
         def register(handler: F) -> F:
             if not callable(handler):
                 raise ConfigurationError(f"{kind} handler must be callable")
+            _check_sync(kind, handler)
             existing = self._callbacks.get(topic)
             if existing is not None:
                 raise ConfigurationError(
@@ -384,6 +403,7 @@ class Router:
 
     def _add_event(self, event_type: Optional[str], func: F, ack: str) -> F:
         _check_ack(ack)
+        _check_sync(RouteKind.EVENT, func)
         if event_type in self._events:
             what = f"event {event_type!r}" if event_type else "every event (@route.event())"
             raise ConfigurationError(f"{what} already has a handler")

@@ -7,10 +7,14 @@ from ``GET /gettoken`` (query auth on oapi.dingtalk.com). Both live 7200 s.
 :class:`TokenProvider` is the single-flight logic; a *cache* only stores tokens:
 
 * :class:`MemoryTokenCache`: this process (the default).
-* :class:`FileTokenCache`: every process on the machine (cron jobs, serverless /tmp, gunicorn
-  workers). Locked read-modify-write, mode 0600, atomic replace; a corrupt file is ignored and
-  rewritten.
-* :class:`RedisTokenCache`: every machine using the same Redis.
+* :class:`FileTokenCache`: every process of this user on the machine (cron jobs, serverless
+  /tmp, gunicorn workers). Locked read-modify-write, mode 0600, atomic replace, in a per-user
+  directory; a corrupt file is ignored and rewritten, a file owned by another user is refused.
+* :class:`RedisTokenCache`: every machine using the same Redis. When Redis fails, it degrades:
+  tokens are fetched and kept in this process's memory (one warning), and sends go on.
+
+A token that cannot be refreshed while the cached one is still valid (inside the refresh margin)
+is used as it is, with a warning: a blip on the token endpoint does not fail a send.
 
 Only one fetch per key runs at a time: a thread lock inside the process, plus the cache's own lock
 (a file lock, or a Redis ``SET NX PX`` lock) across processes. Cache keys hold the client id and
@@ -36,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -53,9 +56,10 @@ from typing import (
 
 import attrs
 
+from ._files import FileLock, read_json, user_cache_dir, write_json
 from .config import Credentials
-from .errors import ConfigurationError
-from .ratelimit import redis_from
+from .errors import ConfigurationError, DingSyncError, StoreUnavailable
+from .ratelimit import redis_call, redis_from
 
 if TYPE_CHECKING:
     import redis
@@ -76,6 +80,7 @@ logger = logging.getLogger(__name__)
 TOKEN_KINDS = ("new", "old")
 DEFAULT_MARGIN = 300.0  # the official SDK refreshes 5 minutes early as well
 _MIN_LIFETIME = 60.0  # a server answering expireIn=0 must not cause a refresh loop
+_STILL_VALID = 60.0  # a cached token this close to expiry is not used when a refresh fails
 
 Fetch = Callable[[str], Tuple[str, float]]
 
@@ -174,20 +179,24 @@ class MemoryTokenCache(TokenCache):
 
 
 def _default_path() -> str:
-    return os.path.join(tempfile.gettempdir(), "dingsync-tokens.json")
+    return os.path.join(user_cache_dir(), "tokens.json")
 
 
 class FileTokenCache(TokenCache):
-    """Tokens in a JSON file shared by every process on the machine.
+    """Tokens in a JSON file shared by every process of this user on the machine.
 
     Writes take an exclusive ``flock`` on ``<path>.lock``, read the file, change it, write a
     temporary file with mode 0600 and ``os.replace`` it over the old one, so readers never see a
     half-written file. A file that cannot be parsed is ignored (logged once) and rewritten on the
     next store. Holding :meth:`lock` around a fetch makes the other processes wait for its result
-    instead of fetching their own token.
+    instead of fetching their own token. A token or lock file owned by another user is refused
+    with a :class:`~dingsync.errors.ConfigurationError` (its owner could read the tokens or hold
+    the lock forever).
 
     Args:
-        path: the JSON file; default ``<tmp>/dingsync-tokens.json`` (``/tmp`` on Lambda).
+        path: the JSON file; default ``tokens.json`` in the per-user cache directory:
+            ``$DINGSYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/dingsync`` (``~/.cache/dingsync``),
+            else ``<tmp>/dingsync-<uid>`` when there is no usable home (AWS Lambda).
 
     Example:
         >>> cache = FileTokenCache("/tmp/dingsync-doctest-tokens.json")
@@ -197,74 +206,19 @@ class FileTokenCache(TokenCache):
 
     def __init__(self, path: Union[str, os.PathLike[str], None] = None) -> None:
         self.path = os.fspath(path) if path is not None else _default_path()
-        self._lock_path = self.path + ".lock"
-        self._thread_lock = threading.RLock()
-        self._depth = 0  # re-entrancy: flock on a second descriptor would deadlock this process
+        self._file_lock = FileLock(self.path + ".lock")
 
     @contextlib.contextmanager
     def lock(self, key: str = "") -> Iterator[None]:
-        with self._thread_lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            directory = os.path.dirname(os.path.abspath(self._lock_path))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-            fd = os.open(self._lock_path, flags, 0o600)
-            try:
-                _flock(fd, exclusive=True)
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
-                    _flock(fd, exclusive=False)
-            finally:
-                os.close(fd)
-
-    def _read(self) -> Dict[str, Any]:
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            logger.warning(
-                "ignoring unreadable token cache %s (%s); it will be rewritten",
-                self.path,
-                type(exc).__name__,
-            )
-            return {}
-        if not isinstance(data, dict):
-            logger.warning("ignoring malformed token cache %s; it will be rewritten", self.path)
-            return {}
-        return data
-
-    def _write(self, data: Dict[str, Any]) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        tmp = os.path.join(directory, f".{os.path.basename(self.path)}.{uuid.uuid4().hex}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with self._file_lock:
+            yield
 
     def get(self, key: str) -> Optional[AccessToken]:
-        return AccessToken.from_json(self._read().get(key))
+        return AccessToken.from_json(read_json(self.path).get(key))
 
     def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
-        with self.lock(key):
-            data = self._read()
+        with self._file_lock:
+            data = read_json(self.path)
             # drop entries that expired a day before this token was issued, so the file does not
             # grow forever (measured on the writer's clock, which may be injected)
             horizon = token.expires_at - ttl - 86400.0
@@ -274,26 +228,18 @@ class FileTokenCache(TokenCache):
                 if (entry := AccessToken.from_json(v)) is not None and entry.expires_at > horizon
             }
             data[key] = token.to_json()
-            self._write(data)
+            write_json(self.path, data)
 
     def delete(self, key: str, *, value: Optional[str] = None) -> None:
-        with self.lock(key):
-            data = self._read()
+        with self._file_lock:
+            data = read_json(self.path)
             current = AccessToken.from_json(data.get(key))
             if key in data and (value is None or current is None or current.value == value):
                 del data[key]
-                self._write(data)
+                write_json(self.path, data)
 
     def __repr__(self) -> str:
         return f"FileTokenCache(path={self.path!r})"
-
-
-def _flock(fd: int, *, exclusive: bool) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: the in-process lock still applies
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_UN)
 
 
 _RELEASE = """
@@ -316,16 +262,29 @@ return 0
 """
 
 
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class RedisTokenCache(TokenCache):
     """Tokens in Redis, shared by every machine using the same server.
 
     Entries expire in Redis with the token. The fetch lock is ``SET <key>:lock <uuid> NX PX``,
-    released only by its owner; a holder that dies frees it after ``lock_ttl`` seconds.
+    released only by its owner and renewed every ``lock_ttl / 3`` seconds while the fetch runs,
+    so a holder that is killed frees it within ``lock_ttl`` seconds.
+
+    Redis failures never fail a send: while Redis is unreachable (or slower than the client's
+    ``socket_timeout``, 2 s for a URL), tokens are fetched without the shared cache and kept in
+    this process's memory; one warning says so, and an info line when Redis is back.
 
     Args:
         redis_client_or_url: a ``redis.Redis`` client or a ``redis://`` URL.
         prefix: key prefix.
-        lock_ttl: seconds after which an abandoned lock frees itself.
+        lock_ttl: seconds after which the lock of a holder that died frees itself.
         lock_timeout: how long to wait for the lock before fetching anyway (better a second
             fetch than a failed call).
 
@@ -338,10 +297,12 @@ class RedisTokenCache(TokenCache):
         redis_client_or_url: Union[str, redis.Redis],
         *,
         prefix: str = "dingsync:token:",
-        lock_ttl: float = 30.0,
+        lock_ttl: float = 5.0,
         lock_timeout: float = 30.0,
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
+        if lock_ttl <= 0:
+            raise ConfigurationError(f"lock_ttl must be positive, got {lock_ttl!r}")
         self._redis = redis_from(redis_client_or_url)
         self._prefix = prefix
         self._lock_ttl = lock_ttl
@@ -349,9 +310,42 @@ class RedisTokenCache(TokenCache):
         self._sleep = sleep
         self._release = self._redis.register_script(_RELEASE)
         self._delete_if = self._redis.register_script(_DELETE_IF)
+        self._renew = self._redis.register_script(_RENEW)
+        self._local = MemoryTokenCache()  # where tokens live while Redis is down
+        self._down = False
+        self._retry_at = 0.0
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one Redis call; on failure log once per outage and return ``_FAILED``.
+
+        After a failure Redis is left alone for ``_REDIS_PAUSE`` seconds, so a Redis that
+        times out costs one timeout per pause, not one per call.
+        """
+        if self._down and time.monotonic() < self._retry_at:
+            return _FAILED
+        try:
+            with redis_call("token cache"):
+                result = fn()
+        except StoreUnavailable as exc:
+            self._retry_at = time.monotonic() + _REDIS_PAUSE
+            if not self._down:
+                self._down = True
+                logger.warning(
+                    "the Redis token cache failed (%s: %s); fetching tokens without it until "
+                    "Redis is back",
+                    what,
+                    exc,
+                )
+            return _FAILED
+        if self._down:
+            self._down = False
+            logger.info("the Redis token cache is reachable again")
+        return result
 
     def get(self, key: str) -> Optional[AccessToken]:
-        raw = self._redis.get(self._prefix + key)
+        raw = self._call("read", lambda: self._redis.get(self._prefix + key))
+        if raw is _FAILED:
+            return self._local.get(key)
         if raw is None:
             return None
         try:
@@ -360,23 +354,32 @@ class RedisTokenCache(TokenCache):
             return None
 
     def set(self, key: str, token: AccessToken, *, ttl: float) -> None:
+        self._local.set(key, token, ttl=ttl)
         ttl_ms = max(1, int(ttl * 1000))
-        self._redis.set(self._prefix + key, json.dumps(token.to_json()), px=ttl_ms)
+        self._call(
+            "write",
+            lambda: self._redis.set(self._prefix + key, json.dumps(token.to_json()), px=ttl_ms),
+        )
 
     def delete(self, key: str, *, value: Optional[str] = None) -> None:
+        self._local.delete(key, value=value)
         if value is None:
-            self._redis.delete(self._prefix + key)
+            self._call("delete", lambda: self._redis.delete(self._prefix + key))
         else:
-            self._delete_if(keys=[self._prefix + key], args=[value])
+            self._call("delete", lambda: self._delete_if(keys=[self._prefix + key], args=[value]))
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         name = self._prefix + key + ":lock"
         owner = uuid.uuid4().hex
+        ttl_ms = max(1, int(self._lock_ttl * 1000))
         deadline = time.monotonic() + self._lock_timeout
         acquired = False
         while True:
-            if self._redis.set(name, owner, nx=True, px=int(self._lock_ttl * 1000)):
+            taken = self._call("lock", lambda: self._redis.set(name, owner, nx=True, px=ttl_ms))
+            if taken is _FAILED:
+                break  # no Redis, no lock to share: this process fetches on its own
+            if taken:
                 acquired = True
                 break
             if time.monotonic() >= deadline:
@@ -387,14 +390,35 @@ class RedisTokenCache(TokenCache):
                 )
                 break
             self._sleep(0.05)
+        stop = threading.Event()
+        renewer = None
+        if acquired:
+            renewer = threading.Thread(
+                target=self._keep_lock,
+                args=(name, owner, ttl_ms, stop),
+                name="dingsync-token-lock",
+                daemon=True,
+            )
+            renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            if renewer is not None:
+                renewer.join()
             if acquired:
-                self._release(keys=[name], args=[owner])
+                self._call("unlock", lambda: self._release(keys=[name], args=[owner]))
+
+    def _keep_lock(self, name: str, owner: str, ttl_ms: int, stop: threading.Event) -> None:
+        while not stop.wait(self._lock_ttl / 3):
+            self._call("lock renewal", lambda: self._renew(keys=[name], args=[owner, ttl_ms]))
 
     def __repr__(self) -> str:
         return f"RedisTokenCache(prefix={self._prefix!r})"
+
+
+_FAILED = object()
+_REDIS_PAUSE = 5.0
 
 
 class TokenProvider:
@@ -441,25 +465,48 @@ class TokenProvider:
         return f"{creds.client_id}:{kind}:{digest}"
 
     def current(self, kind: str = "new") -> AccessToken:
-        """The cached token of ``kind``, fetched first when missing or due for refresh."""
+        """The cached token of ``kind``, fetched first when missing or due for refresh.
+
+        When the refresh fails but the cached token is still valid for more than a minute, the
+        cached token is returned (with a warning) instead of failing the caller.
+        """
         key = self.cache_key(kind)
         token = self.cache.get(key)
         if token is not None and token.fresh(self._clock()):
             return token
         with self._locks[kind]:
+            token = self.cache.get(key) or token
+            if token is not None and token.fresh(self._clock()):
+                return token
+            try:
+                return self._refresh(kind, key)
+            except DingSyncError as exc:
+                left = token.expires_at - self._clock() if token is not None else 0.0
+                if token is None or left <= _STILL_VALID:
+                    raise
+                logger.warning(
+                    "could not refresh the %s-style token (%s); using the cached one, valid "
+                    "for another %.0f s",
+                    kind,
+                    type(exc).__name__,
+                    left,
+                )
+                return token
+
+    def _refresh(self, kind: str, key: str) -> AccessToken:
+        with self.cache.lock(key):
+            # another process may have fetched while we waited for the lock
             token = self.cache.get(key)
             if token is not None and token.fresh(self._clock()):
                 return token
-            with self.cache.lock(key):
-                # another process may have fetched while we waited for the lock
-                token = self.cache.get(key)
-                if token is not None and token.fresh(self._clock()):
-                    return token
-                value, expires_in = self._fetch(kind)
-                token = self._make(kind, value, expires_in)
+            value, expires_in = self._fetch(kind)
+            token = self._make(kind, value, expires_in)
+            try:
                 self.cache.set(key, token, ttl=token.expires_at - self._clock())
-                logger.debug("fetched a %s-style token, valid for %.0f s", kind, expires_in)
-                return token
+            except OSError as exc:  # a full disk must not fail the send the token is for
+                logger.warning("could not store the %s-style token (%s)", kind, exc)
+            logger.debug("fetched a %s-style token, valid for %.0f s", kind, expires_in)
+            return token
 
     def get(self, kind: str = "new") -> str:
         """The token value of ``kind`` (``"new"`` or ``"old"``)."""

@@ -76,3 +76,13 @@ def redis_client(redis_url: str) -> Iterator[Any]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: Any) -> None:
+    """Each test (and the processes it starts) gets its own token cache and webhook pacing.
+
+    The default webhook pacing is shared by every process of the user (a file), so without this
+    the messages of one test would count against the next test's 20-a-minute budget.
+    """
+    monkeypatch.setenv("DINGSYNC_CACHE_DIR", str(tmp_path_factory.mktemp("dingsync-cache")))

@@ -100,3 +100,25 @@ def test_a_paired_target_is_judged_on_the_ratio_the_table_prints() -> None:
         "1", "x", "s", dingsync=Summary([1.0]), official=Summary([2.0]), check=lambda d, o: d <= o
     )
     assert unpaired.met is True
+
+
+def test_callbacks_figure_runs_alone(tmp_path: Path) -> None:
+    """``--only callbacks``: dingworker --http answers every signed robot message and
+    encrypted event the emulator sends, and each row of figure 7 gets a value."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--only", "callbacks", "--quick", "--runs", "1"]
+        + ["--results", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 7 |")]
+    assert len(rows) == 5 and all("| — | — | — |" not in row for row in rows)
+    (saved,) = tmp_path.glob("run-*.json")
+    raw = json.loads(saved.read_text())["raw"]["callbacks"]
+    assert min(raw["rates"]["chatbot"] + raw["rates"]["event"]) > 0
+    assert len(raw["cold_start_ms"]) == 3 and len(raw["fc_cold_start_ms"]) == 3
+    assert min(raw["cold_start_cpu_ms"] + raw["fc_cold_start_cpu_ms"]) > 0

@@ -16,6 +16,7 @@ EXPECTED = {
     "ReconnectPolicy",
     "MemoryDedupeStore",
     "RedisDedupeStore",
+    "CallbackApp",
     "ChatbotMessage",
     "CardCallback",
     "CardResponse",

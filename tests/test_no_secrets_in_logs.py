@@ -93,3 +93,79 @@ def test_a_full_session_logs_no_secret(
         assert secret not in text
     # A masked value ("ticket=***") is fine; any other value after these keys is a leak.
     assert not re.search(r"(ticket|session|access_token|appsecret)=(?!\*\*\*)", logged)
+
+
+def test_http_callbacks_log_no_secret(
+    dingtalk: FakeDingTalk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Robot messages, events and card clicks over HTTP (a failing handler and refused requests
+    included), with DEBUG logging on: no record and no repr holds the client secret, the event
+    token or aes_key, the card secret, the card apiSecret or a session webhook token."""
+    import urllib.error
+    import urllib.request
+
+    from dingsync.callbacks import CallbackApp
+    from dingworker.http import HttpServer
+
+    caplog.set_level(logging.DEBUG)
+    route = dingsync.Router()
+
+    @route.chatbot
+    def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
+        if msg.text == "fail":
+            raise RuntimeError(f"failed while holding {msg.msg_id}")
+        ctx.reply_text(f"echo {msg.text}")
+
+    route.event()(lambda ev, ctx: ctx.logger.info("event %s", ev.event_type))
+    route.card_callback(lambda cb, ctx: dingsync.CardResponse(card_data={"ok": "1"}))
+    card_secret = "card-secret-that-must-not-leak"
+    app = CallbackApp(
+        route,
+        dingtalk.credentials,
+        endpoints=dingtalk.endpoints,
+        event_token=dingtalk.event_token,
+        event_aes_key=dingtalk.event_aes_key,
+        card_secret=card_secret,
+    )
+    server = HttpServer(app, "127.0.0.1", 0, threads=2).start()
+    url = f"http://127.0.0.1:{server.port}/"
+    try:
+        dingtalk.register_callback_url(url)
+        dingtalk.wait_for_delivery(dingtalk.push_chatbot("hello"))
+        dingtalk.wait_for_delivery(dingtalk.push_chatbot("fail"))
+        dingtalk.wait_for_delivery(dingtalk.push_event("user_add_org", {"userId": ["u1"]}))
+        api = dingsync.ApiClient(dingtalk.credentials, endpoints=dingtalk.endpoints)
+        api.cards.register_callback("k", app.card_url(url), "api-secret-not-to-leak")
+        api.cards.create("tpl", "c1", {"s": "x"}, callback_type="HTTP", callback_route_key="k")
+        dingtalk.wait_for_delivery(dingtalk.push_card_callback("c1", {"a": 1}))
+        for query in ("?dingsync_card=wrong-guess-wrong", "?msg_signature=x&timestamp=1&nonce=n"):
+            request = urllib.request.Request(
+                url + query,
+                data=b'{"encrypt": "abc"}',
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(request, timeout=5)
+    finally:
+        server.stop()
+    secrets = [dingtalk.client_secret, dingtalk.event_token, dingtalk.event_aes_key, card_secret]
+    secrets += ["api-secret-not-to-leak", *_session_tokens_http(dingtalk)]
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s %(args)s")
+    records = list(caplog.records)
+    assert any(r.exc_info for r in records)  # the failing handler's traceback is included
+    assert any("refused with 401" in r.getMessage() for r in records)
+    logged = "\n".join(formatter.format(r) for r in records)
+    shown = [app, app.crypto, app.card_auth, dingtalk.event_crypto, *dingtalk.http_deliveries]
+    text = logged + "\n".join(repr(x) for x in shown)
+    for secret in secrets:
+        assert secret not in text
+    assert not re.search(r"(session|dingsync_card)=(?!\*\*\*)", logged)
+
+
+def _session_tokens_http(fake: FakeDingTalk) -> List[str]:
+    tokens = []
+    for delivery in fake.http_deliveries:
+        url = delivery.payload.get("sessionWebhook") if delivery.kind == "chatbot" else None
+        if url:
+            tokens += parse_qs(urlsplit(url).query)["session"]
+    return tokens

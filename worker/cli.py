@@ -7,10 +7,15 @@ Example::
     $ dingworker --emulator examples.calc:route      # no DingTalk account needed
 
 The command is the application, so it alone configures logging; the library only logs. It uses
-nothing but dingsync's public API, like any other program would.
+nothing but dingsync's public API, like any other program would (and dingsync's install hints
+for a missing extra).
 
-Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when the
-stream client fails for good (``--give-up-after`` passed without a connection), when handlers
+Several bots: ``dingworker sales=sales.bot:route support=support.bot:route`` (see
+:mod:`dingworker.apps`).
+
+Exit codes: 0 after a clean drain (first SIGTERM/SIGINT, or ``--max-runtime``); 1 when a
+stream client fails for good (credentials refused, ``--give-up-after`` passed without a
+connection; with several apps, when any did), when handlers
 are still running once ``--grace`` is over, or on a hard stop by a second SIGTERM; 130 on a
 hard stop by a second SIGINT; 2 for a usage error (bad APP, missing credentials, bad option
 value).
@@ -27,22 +32,27 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, NamedTuple, Optional, TextIO
+from functools import partial
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
 import click
 
 import dingsync
+from dingsync._extras import missing_extra
 from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
-from dingsync.importer import import_from_string
 
-from .health import HealthServer, HealthSource
+from .app import load_router
+from .apps import Fleet, credentials_for, parse_apps
+from .emulator import quiet_emulator, start_emulator
+from .health import HealthServer
 from .signals import ShutdownRequest, capture_signals
 
 __all__ = [
     "main",
     "run_worker",
+    "run_apps",
     "load_router",
     "build_dedupe_store",
     "configure_logging",
@@ -52,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger("dingworker")
 
-EMULATOR_LINE_PREFIX = "DINGSYNC_EMULATOR="
 _TICK = 0.05  # how often the main thread looks at the shutdown request and the client
 _HARD_STOP_TIMEOUT = 2.0
 _LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -73,52 +82,6 @@ class _UsageError(click.ClickException):
     """A one-line ``Error: ...`` and exit code 2, without click's usage banner."""
 
     exit_code = 2
-
-
-def load_router(app: str, *, factory: bool = False, app_dir: Optional[str] = ".") -> Any:
-    """Resolve ``app`` to a :class:`dingsync.Router`, calling it first when ``factory`` is set.
-
-    Raises:
-        ImportFromStringError: with a message saying what to fix.
-
-    Example:
-        >>> load_router("json:dumps")
-        Traceback (most recent call last):
-        ...
-        dingsync.errors.ImportFromStringError: APP 'json:dumps' is a function, not a dingsync.Router; did you mean --factory?
-    """
-    if app_dir is not None:
-        path = os.path.abspath(app_dir)
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    obj = import_from_string(app)
-    if factory:
-        if not callable(obj):
-            raise ImportFromStringError(
-                f"APP {app!r} is a {_kind(obj)}, not callable; drop --factory to use it as is"
-            )
-        obj = obj()
-        if not isinstance(obj, dingsync.Router):
-            raise ImportFromStringError(
-                f"the factory {app!r} returned a {_kind(obj)}, not a dingsync.Router"
-            )
-        return obj
-    if isinstance(obj, dingsync.Router):
-        return obj
-    if isinstance(obj, type) and issubclass(obj, dingsync.Router):
-        raise ImportFromStringError(
-            f"APP {app!r} is the Router class itself; name an instance (route = dingsync.Router())"
-        )
-    hint = "; did you mean --factory?" if callable(obj) and not isinstance(obj, type) else ""
-    raise ImportFromStringError(f"APP {app!r} is a {_kind(obj)}, not a dingsync.Router{hint}")
-
-
-def _kind(obj: Any) -> str:
-    if isinstance(obj, type):
-        return f"class ({obj.__name__})"
-    if callable(obj) and hasattr(obj, "__code__"):
-        return "function"
-    return type(obj).__name__
 
 
 class JsonFormatter(logging.Formatter):
@@ -187,18 +150,34 @@ def configure_logging(
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a DeprecationWarning is a log line too, in the same format
     try:
         yield handler
     finally:
+        logging.captureWarnings(False)
         root.removeHandler(handler)
         root.setLevel(previous_level)
         handler.flush()
 
 
 def run_worker(
-    router: dingsync.Router,
+    router: dingsync.Router, *, credentials: dingsync.Credentials, **options: Any
+) -> Outcome:
+    """Run ``router`` until a signal, ``max_runtime`` or a fatal client error; then drain.
+
+    The options are those of :func:`run_apps`, which this calls with one unnamed app.
+
+    Example::
+
+        outcome = run_worker(route, credentials=dingsync.Credentials.from_env(), max_runtime=50)
+        sys.exit(outcome.code)
+    """
+    return run_apps([(None, router, credentials)], **options)
+
+
+def run_apps(
+    apps: Sequence[Tuple[Optional[str], dingsync.Router, dingsync.Credentials]],
     *,
-    credentials: dingsync.Credentials,
     endpoints: Optional[dingsync.Endpoints] = None,
     config: Optional[dingsync.StreamConfig] = None,
     grace: float = 30.0,
@@ -208,47 +187,55 @@ def run_worker(
     shutdown: Optional[ShutdownRequest] = None,
     dedupe: Optional[DedupeStore] = None,
 ) -> Outcome:
-    """Run ``router`` until a signal, ``max_runtime`` or a fatal client error; then drain.
+    """Run each app's Router on its own stream client until a signal, ``max_runtime``, or
+    until no app runs any more; then drain them all.
 
     SIGINT/SIGTERM are captured while it runs (main thread only): the first one drains within
     ``grace`` seconds, a second one stops at once. Other threads can ask for a stop through
-    ``shutdown.request("reason")``. ``dedupe`` is the client's dedupe store (default: in
-    memory; see :func:`build_dedupe_store`).
+    ``shutdown.request("reason")``. ``dedupe`` is the clients' dedupe store (default: in
+    memory; see :func:`build_dedupe_store`). An app whose credentials are refused, or that
+    gives up, is logged and left out; the others run on, and the exit code is then 1.
 
     When the outcome is not ``clean``, handler threads are still running; the command then ends
     the process with ``os._exit`` because those threads would keep the interpreter alive.
 
     Example::
 
-        outcome = run_worker(route, credentials=dingsync.Credentials.from_env(), max_runtime=50)
+        outcome = run_apps([("sales", sales_route, sales_creds), ("hr", hr_route, hr_creds)])
         sys.exit(outcome.code)
     """
-    client = dingsync.StreamClient(
-        credentials,
-        router,
-        endpoints=endpoints,
-        config=config if config is not None else dingsync.StreamConfig(),
-        dedupe=dedupe,
+    fleet = Fleet(
+        [
+            (
+                name,
+                dingsync.StreamClient(
+                    credentials,
+                    router,
+                    endpoints=endpoints,
+                    config=config if config is not None else dingsync.StreamConfig(),
+                    dedupe=dedupe,
+                ),
+            )
+            for name, router, credentials in apps
+        ]
     )
     request = shutdown if shutdown is not None else ShutdownRequest()
     server: Optional[HealthServer] = None
     with capture_signals(request):
         try:
             if health_port is not None:
-                server = HealthServer(_health_source(client), host=health_host, port=health_port)
+                server = HealthServer(fleet.health, host=health_host, port=health_port)
                 server.start()
                 log.info("health on %s/healthz, metrics on %s/metrics", server.url, server.url)
-            try:
-                client.start()
-            except dingsync.AuthError as exc:  # refused at the first attempt: a typo, not an outage
-                log.error("stream client stopped: %s", exc)
+            if not fleet.start():
                 return Outcome(1)
-            failure = _wait_for_stop(client, request, max_runtime)
+            failure = _wait_for_stop(fleet, request, max_runtime)
             if failure is not None:
                 log.error("stream client stopped: %s", failure)
-                client.stop(timeout=grace, drain=True)
+                fleet.stop(grace, drain=True)
                 return Outcome(1)
-            return _drain(client, request, grace)
+            outcome = _drain(fleet, request, grace)
+            return Outcome(1) if fleet.failed and outcome == Outcome(0) else outcome
         finally:
             if server is not None:
                 server.stop()
@@ -281,10 +268,8 @@ def build_dedupe_store(spec: str, *, ttl: float = 600.0) -> Optional[DedupeStore
         )
     try:
         import redis
-    except ImportError:
-        raise _UsageError(
-            "--dedupe redis://... needs the redis package: pip install 'dingsync[redis]'"
-        ) from None
+    except ImportError as exc:
+        raise _UsageError(missing_extra("--dedupe redis://...", "redis", exc)) from None
     try:
         client = redis.Redis.from_url(spec)
     except ValueError as exc:  # the message quotes no password: redis-py names the bad part
@@ -301,61 +286,36 @@ def _describe_dedupe(spec: str) -> str:
     return f"Redis at {where}{port}{parts.path if parts.hostname else ''}"
 
 
-def _health_source(client: dingsync.StreamClient) -> HealthSource:
-    def source() -> tuple[bool, dict[str, Any]]:
-        healthy, details = client.health()
-        details = dict(details)
-        # The client keeps monotonic times; probes and Prometheus want Unix time.
-        offset = time.time() - time.monotonic()
-        for key in ("last_frame_at", "last_alive_at"):
-            if isinstance(details.get(key), (int, float)):
-                details[key] = round(details[key] + offset, 3)
-        return bool(healthy), details
-
-    return source
-
-
 def _wait_for_stop(
-    client: dingsync.StreamClient, request: ShutdownRequest, max_runtime: Optional[float]
+    fleet: Fleet, request: ShutdownRequest, max_runtime: Optional[float]
 ) -> Optional[str]:
-    """Block until a stop is requested; return a description if the client died instead."""
+    """Block until a stop is requested; return a description if every client died instead."""
     started = time.monotonic()
     # Polling, not Event.wait: the signal handler must not take the lock an Event would need.
     while not request.drain:
         if max_runtime is not None and time.monotonic() - started >= max_runtime:
             request.request("max-runtime")
             break
-        error = _client_failure(client)
+        error = fleet.failure()
         if error is not None:
             return error
         time.sleep(_TICK)
     return None
 
 
-def _client_failure(client: dingsync.StreamClient) -> Optional[str]:
-    # StreamClient.start() keeps the exception that ended its thread (ReconnectGaveUp ...).
-    error = client.error
-    if error is not None:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float) -> Outcome:
+def _drain(fleet: Fleet, request: ShutdownRequest, grace: float) -> Outcome:
     log.info(
         "stopping (%s): no new messages, waiting up to %gs for running handlers",
         request.reason,
         grace,
     )
     errors: list[BaseException] = []
-
-    def stop() -> None:
-        try:
-            client.stop(timeout=grace, drain=True)
-        except Exception as exc:  # reported by the main thread, which owns the exit code
-            errors.append(exc)
-
     # The drain runs beside the main thread so that a second signal can still cut it short.
-    stopper = threading.Thread(target=stop, name="dingworker-drain", daemon=True)
+    stopper = threading.Thread(
+        target=lambda: errors.extend(fleet.stop(grace, drain=True)),
+        name="dingworker-drain",
+        daemon=True,
+    )
     stopper.start()
     while stopper.is_alive():
         if request.hard:
@@ -363,16 +323,14 @@ def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float
                 "second stop request (%s): stopping now without waiting for handlers",
                 request.reason,
             )
-            try:
-                client.stop(timeout=_HARD_STOP_TIMEOUT, drain=False)
-            except Exception:
-                log.exception("hard stop failed")
+            for error in fleet.stop(_HARD_STOP_TIMEOUT, drain=False):
+                log.error("hard stop failed: %s: %s", type(error).__name__, error)
             return Outcome(130 if request.last_signal == signal.SIGINT else 1, clean=False)
         stopper.join(_TICK)
     if errors:
         log.error("stop failed: %s: %s", type(errors[0]).__name__, errors[0])
         return Outcome(1, clean=False)
-    in_flight = client.stats.in_flight
+    in_flight = fleet.in_flight
     if in_flight:
         log.warning(
             "%d handler(s) still running after --grace %gs; exiting anyway", in_flight, grace
@@ -380,6 +338,17 @@ def _drain(client: dingsync.StreamClient, request: ShutdownRequest, grace: float
         return Outcome(1, clean=False)
     log.info("stopped cleanly")
     return Outcome(0)
+
+
+def _run_named(
+    apps: List[Tuple[Optional[str], dingsync.Router, dingsync.Credentials]],
+    router: dingsync.Router,
+    *,
+    credentials: dingsync.Credentials,
+    **options: Any,
+) -> Outcome:
+    """``run_worker`` for named apps: each runs its own router on its own credentials."""
+    return run_apps(apps, **options)
 
 
 def _exit(outcome: Outcome) -> None:
@@ -392,49 +361,8 @@ def _exit(outcome: Outcome) -> None:
     os._exit(outcome.code)
 
 
-@contextmanager
-def _quiet_emulator(fake: Any, log_level: str) -> Iterator[None]:
-    # The emulator's own connection chatter would bury the bot's log lines; --log-level debug
-    # shows it.
-    logger = logging.getLogger("dingsync.testing")
-    previous = logger.level
-    if fake is not None and log_level.lower() != "debug":
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def _start_emulator() -> Any:
-    try:
-        from dingsync.testing import FakeDingTalk
-    except ImportError as exc:
-        raise _UsageError(
-            f"--emulator needs the testing extra ({exc}): pip install 'dingsync[testing]'"
-        ) from None
-    fake = FakeDingTalk().start()
-    base = fake.api_base
-    click.echo(f"chat with your bot: {base}/")
-    # Machine-readable first, for scripts (and `make demo`) that drive the emulator.
-    click.echo(f"{EMULATOR_LINE_PREFIX}{base}")
-    sys.stdout.flush()
-    click.echo(
-        "dingworker: running against a local DingTalk emulator (nothing leaves this machine).\n"
-        "  send the bot a message:\n"
-        f"    curl -s -X POST {base}/_emulator/chatbot -H 'Content-Type: application/json' "
-        """-d '{"text": "1+1"}'\n"""
-        "  see its replies:\n"
-        f"    curl -s {base}/_emulator/replies\n"
-        f"  also: POST {base}/_emulator/event, POST {base}/_emulator/card_callback, "
-        f"GET {base}/_emulator/acks",
-        err=True,
-    )
-    return fake
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("app", metavar="APP")
+@click.argument("apps", metavar="APP...", nargs=-1, required=True)
 @click.option(
     "--app-dir",
     default=".",
@@ -530,9 +458,25 @@ def _start_emulator() -> Any:
     is_flag=True,
     help="Run against an in-process DingTalk emulator and print how to message the bot.",
 )
+@click.option(
+    "--http",
+    "http_address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Receive DingTalk's HTTP callbacks (robot messages, events, card clicks) on this "
+    "address instead of the Stream websocket, with /healthz and /metrics beside them. Events "
+    "need DINGTALK_EVENT_TOKEN and DINGTALK_EVENT_AES_KEY; card clicks "
+    "DINGTALK_CARD_CALLBACK_SECRET.",
+)
+@click.option(
+    "--stream",
+    "also_stream",
+    is_flag=True,
+    help="With --http: also run the Stream client in this process, on the same Router.",
+)
 @click.version_option(dingsync.__version__, prog_name="dingworker")
 def main(
-    app: str,
+    apps: Tuple[str, ...],
     app_dir: str,
     factory: bool,
     client_id: Optional[str],
@@ -548,16 +492,30 @@ def main(
     log_level: str,
     log_format: str,
     emulator: bool,
+    http_address: Optional[str] = None,
+    also_stream: bool = False,
 ) -> None:
-    """Run the dingsync Router named by APP ("module:attr", e.g. myapp.handlers:route).
+    """Run the dingsync Router named by APP ("module:attr", e.g. myapp.handlers:route), or
+    several named bots ("sales=sales.bot:route support=support.bot:route"), each with its own
+    credentials from DINGTALK_<NAME>_CLIENT_ID and DINGTALK_<NAME>_CLIENT_SECRET.
 
     The first SIGTERM or SIGINT stops intake and lets running handlers finish (up to --grace);
     a second one stops at once.
     """
     try:
-        router = load_router(app, factory=factory, app_dir=app_dir)
+        specs = parse_apps(apps)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    named = specs[0].name is not None
+    if named and (emulator or http_address is not None or also_stream):
+        raise _UsageError("--emulator and --http run one APP without a name; named apps stream")
+    try:
+        # Logging is on already, so that --log-level debug shows a failing import's traceback.
+        with configure_logging(log_level, log_format):
+            routers = [load_router(spec.target, factory=factory, app_dir=app_dir) for spec in specs]
     except ImportFromStringError as exc:
         raise _UsageError(str(exc)) from None
+    router = routers[0]
     try:
         config = dingsync.StreamConfig(
             concurrency=concurrency,
@@ -567,12 +525,22 @@ def main(
     except dingsync.ConfigurationError as exc:
         raise _UsageError(str(exc)) from None
     dedupe_store = build_dedupe_store(dedupe, ttl=config.dedupe_ttl)
+    serve: Any = run_worker
+    if http_address is not None or also_stream:
+        from .http import http_runner
 
-    fake: Any = None
-    if emulator:
-        fake = _start_emulator()
-        credentials, endpoints = fake.credentials, fake.endpoints
-    else:
+        serve = http_runner(http_address, stream=also_stream)
+
+    credentials: Optional[dingsync.Credentials] = None
+    endpoints: Optional[dingsync.Endpoints] = None
+    if named:  # each with its own credentials
+        try:
+            fleet = [(s.name, r, credentials_for(s, os.environ)) for s, r in zip(specs, routers)]
+        except dingsync.ConfigurationError as exc:
+            raise _UsageError(str(exc)) from None
+        serve = partial(_run_named, fleet)
+        credentials, endpoints = fleet[0][2], dingsync.Endpoints.from_env()
+    elif not emulator:
         if not client_id or not client_secret:
             raise _UsageError(
                 "missing credentials: set DINGTALK_CLIENT_ID and DINGTALK_CLIENT_SECRET "
@@ -584,10 +552,17 @@ def main(
         except dingsync.ConfigurationError as exc:
             raise _UsageError(str(exc)) from None
 
+    fake: Any = None
     try:
-        with configure_logging(log_level, log_format), _quiet_emulator(fake, log_level):
+        # The emulator starts under the configured logging, so that with --log-format json
+        # everything on stderr is JSON.
+        with configure_logging(log_level, log_format), quiet_emulator(emulator, log_level):
+            if emulator:
+                fake = start_emulator(router, log_format)
+                credentials, endpoints = fake.credentials, fake.endpoints
+            assert credentials is not None
             log.info("dedupe: %s", _describe_dedupe(dedupe))
-            outcome = run_worker(
+            outcome = serve(
                 router,
                 credentials=credentials,
                 endpoints=endpoints,
@@ -598,6 +573,8 @@ def main(
                 health_host=health_host,
                 dedupe=dedupe_store,
             )
+    except dingsync.ConfigurationError as exc:  # a busy --health-port, a missing extra
+        raise _UsageError(str(exc)) from None
     finally:
         if fake is not None:
             fake.stop()

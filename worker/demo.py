@@ -31,7 +31,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence
 
 import requests
 
-from .cli import EMULATOR_LINE_PREFIX
+from .emulator import EMULATOR_LINE_PREFIX
 
 __all__ = ["main", "QUESTIONS", "Demo", "DemoError"]
 
@@ -74,11 +74,15 @@ class Demo:
         self._pumps: List[threading.Thread] = []
 
     def __enter__(self) -> Demo:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a failed or interrupted start leaves no worker behind either
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.kill()
+        self.close()
         self._http.close()
 
     def start(self) -> None:
@@ -173,11 +177,15 @@ class Demo:
         except subprocess.TimeoutExpired:
             raise DemoError(f"the worker did not exit within {STOP_TIMEOUT}s of SIGTERM") from None
 
-    def kill(self) -> None:
-        """Make sure the worker is gone (after a failure)."""
+    def close(self) -> None:
+        """Make sure the worker is gone: SIGTERM (it drains), then SIGKILL if it hangs."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
         for pump in self._pumps:
             pump.join(timeout=2)  # so that the worker's last log lines are in self.log
 
@@ -211,14 +219,27 @@ def _pump(stream: IO[str], sink: Callable[[Optional[str]], None]) -> threading.T
     return thread
 
 
+class _Terminated(Exception):
+    """The demo itself got SIGTERM."""
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise _Terminated
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the scripted conversation; return the exit status."""
+    """Run the scripted conversation; return the exit status.
+
+    A SIGTERM or Ctrl-C to the demo stops its worker too (SIGTERM, so that it drains) before
+    the demo exits with 143 or 130.
+    """
     questions = list(argv) if argv else list(QUESTIONS)
     demo = Demo()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with demo:
             print(f"dingworker {demo.app} is running against a local DingTalk emulator")
-            print(f"(control API: {demo.base}/_emulator/...)\n")
+            print(f"(control API: {demo.base}/_emulator/...)\n", flush=True)
             for question in questions:
                 print(f"you> {question}")
                 print(f"bot> {demo.ask(question)}", flush=True)
@@ -233,6 +254,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("--- worker log ---", file=sys.stderr)
             print("\n".join(demo.log[-40:]), file=sys.stderr)
         return 1
+    except (_Terminated, KeyboardInterrupt) as exc:
+        print("demo stopped; its worker is stopped too", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
+from dingsync.errors import ConfigurationError
+
 __all__ = ["HealthServer", "HealthSource", "METRICS", "render_metrics"]
 
 log = logging.getLogger("dingworker.health")
@@ -36,6 +38,7 @@ HealthSource = Callable[[], Tuple[bool, Mapping[str, Any]]]
 
 #: (stats key, metric name, type, help). Keys missing from the details are left out.
 METRICS: Tuple[Tuple[str, str, str, str], ...] = (
+    ("healthy", "dingsync_app_healthy", "gauge", "1 while this app is healthy (several apps)."),
     ("connected", "dingsync_connected", "gauge", "1 while a gateway connection is open."),
     ("in_flight", "dingsync_in_flight", "gauge", "Handlers running right now."),
     (
@@ -77,6 +80,28 @@ METRICS: Tuple[Tuple[str, str, str, str], ...] = (
         "gauge",
         "Seconds since the last frame or pong.",
     ),
+    # dingworker --http: the callback app's counters.
+    ("callbacks_requests", "dingsync_callbacks_requests_total", "counter", "HTTP requests."),
+    (
+        "callbacks_rejected",
+        "dingsync_callbacks_rejected_total",
+        "counter",
+        "HTTP requests refused (4xx) before any handler ran.",
+    ),
+    ("callbacks_handled", "dingsync_callbacks_handled_total", "counter", "Callbacks handled."),
+    (
+        "callbacks_handler_errors",
+        "dingsync_callbacks_handler_errors_total",
+        "counter",
+        "Callback handlers that raised.",
+    ),
+    (
+        "callbacks_duplicates",
+        "dingsync_callbacks_duplicates_total",
+        "counter",
+        "Callbacks delivered again and answered without running the handler.",
+    ),
+    ("callbacks_in_flight", "dingsync_callbacks_in_flight", "gauge", "Callbacks being handled."),
 )
 
 
@@ -101,7 +126,8 @@ def _format(value: float) -> str:
 
 
 def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
-    """Render ``details`` in the Prometheus text format, plus ``dingsync_healthy``.
+    """Render ``details`` in the Prometheus text format, plus ``dingsync_healthy``; with
+    several apps (``details["apps"]``) each sample carries an ``app`` label.
 
     Example:
         >>> print(render_metrics(True, {"acks_sent": 2}), end="")
@@ -117,12 +143,22 @@ def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
         "# TYPE dingsync_healthy gauge",
         f"dingsync_healthy {1 if healthy else 0}",
     ]
+    apps = details.get("apps")
+    sources = list(apps.items()) if isinstance(apps, Mapping) else [(None, details)]
     for key, name, kind, help_text in METRICS:
-        value = _number(details.get(key))
-        if value is None:
+        samples = [(app, _number(values.get(key))) for app, values in sources]
+        present = [(app, value) for app, value in samples if value is not None]
+        if not present:
             continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_format(value)}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for app, value in present:
+            label = "" if app is None else f'{{app="{_escape(str(app))}"}}'
+            lines.append(f"{name}{label} {_format(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _escape(label: str) -> str:
+    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class HealthServer:
@@ -133,6 +169,9 @@ class HealthServer:
         host: the interface to bind; use ``0.0.0.0`` in a container so that probes can reach it.
         port: the TCP port; 0 picks a free one (see :attr:`port`).
 
+    Raises:
+        dingsync.ConfigurationError: the address cannot be bound (the port is taken).
+
     Example:
         >>> server = HealthServer(lambda: (False, {}), port=0).start()
         >>> server.port > 0
@@ -142,7 +181,13 @@ class HealthServer:
 
     def __init__(self, health_source: HealthSource, *, host: str = "127.0.0.1", port: int = 0):
         self._source = health_source
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        try:
+            self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        except OSError as exc:  # taken, not allowed (< 1024), or no such interface
+            raise ConfigurationError(
+                f"cannot serve health on {host}:{port}: {exc.strerror or exc}; choose another "
+                "--health-port (0 picks a free one, and logs it) or --health-host"
+            ) from None
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
 

@@ -1,4 +1,4 @@
-"""Figure 7: an idle connected client, and how often its threads wake up.
+"""Figure 8: an idle connected client, and how often its threads wake up.
 
 A client that waits for messages should cost nothing: no polling, no timers beyond its
 keepalive. Measured: the context switches of every thread of the client process
@@ -62,7 +62,7 @@ def run(ctx: BenchContext) -> List[Row]:
     ctx.raw["idle"] = samples
     return [
         Row(
-            "7",
+            "8",
             f"Idle connected client: wake-ups per second over {ctx.idle_seconds:.0f} s",
             "/s",
             dingsync=summarize(samples["dingsync"]),

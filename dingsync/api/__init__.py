@@ -21,7 +21,15 @@ import requests
 from ..config import Credentials, Endpoints
 from ..errors import ConfigurationError
 from ..tokens import DEFAULT_MARGIN, AccessToken, TokenCache, TokenProvider
-from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, NO_RETRY, HttpCore, RetryPolicy, Timeout
+from ._http import (
+    DEFAULT_POOL_SIZE,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    NO_RETRY,
+    HttpCore,
+    RetryPolicy,
+    Timeout,
+)
 from .cards import CardsApi, CardStream, DeliverResult, group_space, robot_space
 from .media import MediaApi, UploadedMedia
 from .notify import NotifyApi, WorkNoticeResult
@@ -73,11 +81,20 @@ class ApiClient:
         clock: wall-clock seconds for token expiry (injectable).
         session: a ``requests.Session`` to use (adapters, mounts); default: a new one.
         token_margin: refresh tokens this many seconds before they expire.
+        pool_size: connections kept open per host (requests' ``pool_maxsize`` and
+            ``pool_connections``). Set it to the number of threads that share this client
+            (a worker's ``handler_threads``): with fewer, the extra threads' connections are
+            discarded after each call ("Connection pool is full") and reopened. Ignored when
+            ``session`` is given (configure its adapters yourself).
+
+    Redirects are never followed (DingTalk's API does not redirect; following one would carry
+    the access token to another host): they raise :class:`~dingsync.errors.UnexpectedRedirect`.
 
     Example:
         >>> api = ApiClient(Credentials(client_id="id", client_secret="s"), robot_code="dingbot")
         >>> api.robot.robot_code
         'dingbot'
+        >>> shared = ApiClient(Credentials(client_id="id", client_secret="s"), pool_size=16)
     """
 
     def __init__(
@@ -95,6 +112,7 @@ class ApiClient:
         clock: Callable[[], float] = time.time,
         session: Optional[requests.Session] = None,
         token_margin: float = DEFAULT_MARGIN,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError(
@@ -113,6 +131,7 @@ class ApiClient:
             retry=retry,
             sleep=sleep,
             session=session,
+            pool_size=pool_size,
         )
         self.tokens = TokenProvider(
             credentials,

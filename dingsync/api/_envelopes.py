@@ -9,6 +9,7 @@ reference/openapi.md §9.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Dict, Mapping
 
 import requests
@@ -20,6 +21,8 @@ from ..errors import (
     InvalidRequest,
     PermissionDenied,
     RateLimited,
+    StoreUnavailable,
+    TokenUnavailable,
     TransportError,
     WebhookError,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "scrub",
     "where",
     "json_body",
+    "mark_maybe_sent",
     "snippet",
     "BAN_CODE",
 ]
@@ -49,7 +53,8 @@ BAN_CODE = "IpBanned"
 
 
 def where(method: str, url: str) -> str:
-    return f"{method} {url.split('?', 1)[0]}"
+    """``METHOD url`` for messages: no query string (tokens) and no user:password@."""
+    return f"{method} {re.sub(r'//[^/@]*@', '//', url.split('?', 1)[0])}"
 
 
 def json_body(resp: requests.Response) -> Any:
@@ -222,6 +227,10 @@ def token_rejected(error: BaseException) -> bool:
 
 def should_retry(error: BaseException, idempotent: bool) -> bool:
     """Whether ``error`` is transient (openapi.md §9.3), given the call's idempotency."""
+    if isinstance(error, TokenUnavailable):
+        return False  # the token fetch ran its own retries
+    if isinstance(error, StoreUnavailable):
+        return True  # the shared pacing store failed before anything was sent
     if isinstance(error, TransportError):
         return idempotent or not getattr(error, "maybe_sent", False)
     if not isinstance(error, ApiError) or isinstance(
@@ -237,6 +246,23 @@ def should_retry(error: BaseException, idempotent: bool) -> bool:
     if error.code == "88" and not error.body.get("sub_code"):
         return True  # the auth service itself timed out
     if error.status >= 500:
-        # a 504 means DingTalk's gateway gave up waiting: the send may have happened anyway
-        return idempotent or error.status != 504
+        # a 5xx may come from a proxy or gateway after DingTalk processed the call
+        return idempotent or not error.maybe_sent
     return False
+
+
+def mark_maybe_sent(error: ApiError) -> None:
+    """Flag a non-idempotent call's 5xx as possibly processed (not resent, ``maybe_sent``).
+
+    A 5xx may come from a proxy or DingTalk's gateway after the upstream processed the send.
+    Only DingTalk's own answers say otherwise: throttling, and the old API's "busy" codes.
+    """
+    if error.status < 500 or isinstance(error, RateLimited) or error.code in _OLD_RETRY:
+        return
+    error.maybe_sent = True
+    note = (
+        "the send may have been processed, so it was not repeated; check whether it arrived "
+        "before sending again"
+    )
+    error.hint = f"{error.hint}; {note}" if error.hint else note
+    error.args = (error._describe(),)

@@ -10,10 +10,15 @@ Everything the OpenAPI wrappers send goes through :class:`HttpCore`:
    new-style ``{code, message, requestid}`` with an HTTP error status, and the old-style
    ``{errcode, errmsg}`` at HTTP 200; non-JSON bodies (an HTML ban page, ``punish: deny``) too.
 3. A rejected token is invalidated and the call repeated once with a fresh token.
-4. Transient failures are retried with exponential backoff and jitter (reference/openapi.md §9.3)
-   through tenacity, imported on the first call so that ``import dingsync`` stays light.
-   A call that may already have reached DingTalk (read timeout, dropped connection) is only
-   repeated when it is idempotent; sends are not, so they raise ``maybe_sent=True`` instead.
+4. Transient failures are retried with exponential backoff and jitter (reference/openapi.md §9.3),
+   within one total deadline per call; DingTalk's Retry-After is honoured, and every wait over a
+   second is logged. A call that may already have reached DingTalk (read timeout, dropped
+   connection, a proxy's 5xx) is only repeated when it is idempotent; sends are not, so they
+   raise with ``maybe_sent=True`` instead.
+5. Redirects are never followed: DingTalk's API does not redirect, and following one would carry
+   the access token to another host.
+6. Tokens are fetched under their own retries (fetching is idempotent); a token that cannot be
+   fetched raises :class:`~dingsync.errors.TokenUnavailable`, which says nothing was sent.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import re
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, TypeVar, Union
+from urllib.parse import urlsplit
 
-import attrs
 import requests
+from requests.adapters import HTTPAdapter
 
 from .._redact import redact_logger
 from .._version import __version__
@@ -42,7 +47,9 @@ from ..errors import (
     DingSyncError,
     RateLimited,
     RequestTimeout,
+    TokenUnavailable,
     TransportError,
+    UnexpectedRedirect,
 )
 from ..tokens import TokenProvider
 from ._envelopes import (
@@ -50,12 +57,21 @@ from ._envelopes import (
     decode_new,
     decode_old,
     json_body,
+    mark_maybe_sent,
     old_error,
     scrub,
-    should_retry,
     snippet,
     token_rejected,
     where,
+)
+from ._retry import (
+    _EXHAUSTED,
+    DEFAULT_RETRY,
+    NO_RETRY,
+    Budget,
+    RetryPolicy,
+    Sleep,
+    run_with_retries,
 )
 
 __all__ = [
@@ -64,6 +80,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_RETRY",
     "NO_RETRY",
+    "DEFAULT_POOL_SIZE",
+    "Budget",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,45 +89,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Timeout = Union[float, Tuple[float, float]]
 Decoder = Callable[[requests.Response], Any]
-Sleep = Callable[[float], Any]
 
 DEFAULT_TIMEOUT: Timeout = 10.0
+DEFAULT_POOL_SIZE = 10
 _CHUNK = 64 * 1024
-
-
-def _positive(_instance: Any, attribute: Any, value: Any) -> None:
-    if isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{attribute.name} must be positive, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How transient failures are retried: ``attempts`` in all, exponential backoff + jitter.
-
-    The n-th retry waits ``min(initial * 2**(n-1), max) + uniform(0, jitter)`` seconds, or
-    longer when DingTalk said how long to wait (``RateLimited.retry_after``, capped at ``max``).
-
-    Example:
-        >>> RetryPolicy(attempts=3, initial=1.0).attempts
-        3
-    """
-
-    attempts: int = attrs.field(default=4, validator=_positive)
-    initial: float = attrs.field(default=0.5, validator=_positive)
-    max: float = attrs.field(default=30.0, validator=_positive)
-    jitter: float = 0.5
-
-    def delay(self, retry_number: int, error: Optional[BaseException]) -> float:
-        """Seconds to wait before retry number ``retry_number`` (1-based)."""
-        wait = float(min(self.initial * 2 ** (retry_number - 1), self.max))
-        wait += random.uniform(0, self.jitter) if self.jitter > 0 else 0.0
-        if isinstance(error, RateLimited) and error.retry_after:
-            wait = max(wait, min(error.retry_after, self.max))
-        return wait
-
-
-DEFAULT_RETRY = RetryPolicy()
-NO_RETRY = RetryPolicy(attempts=1)
 
 
 class HttpCore:
@@ -130,14 +113,17 @@ class HttpCore:
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Sleep = time.sleep,
         session: Optional[requests.Session] = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ConfigurationError(f"pool_size must be a positive integer, got {pool_size!r}")
         self.endpoints = endpoints
         self.credentials = credentials
         self.timeout = timeout
         self.retry = retry
         self.tokens: Optional[TokenProvider] = None
         self._sleep = sleep
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _new_session(pool_size)
         self._owns_session = session is None
         # explicit per-request proxies beat HTTPS_PROXY; session.proxies would not (requests quirk)
         self._proxies = {"http": proxy, "https": proxy} if proxy else None
@@ -161,8 +147,12 @@ class HttpCore:
         json: Any = None,
         params: Optional[Mapping[str, Any]] = None,
         idempotent: bool = True,
+        retry: bool = True,
     ) -> Any:
-        """Call the new-style API with the header token; returns the decoded body."""
+        """Call the new-style API with the header token; returns the decoded body.
+
+        ``retry=False`` makes one attempt (for updates that a newer one will supersede).
+        """
         return self.request(
             method,
             self.endpoints.api + path,
@@ -171,6 +161,7 @@ class HttpCore:
             auth="new",
             decode=decode_new,
             idempotent=idempotent,
+            retry=retry,
         )
 
     def oapi(
@@ -199,27 +190,47 @@ class HttpCore:
         return result
 
     def fetch_token(self, kind: str) -> Tuple[str, float]:
-        """Fetch a token of ``kind`` from DingTalk (the :class:`TokenProvider`'s ``fetch``)."""
+        """Fetch a token of ``kind`` from DingTalk (the :class:`TokenProvider`'s ``fetch``).
+
+        Runs its own retry loop even inside a send's attempt: fetching a token is idempotent,
+        and a blip on the token endpoint must neither fail the send nor make it "maybe sent".
+        """
         creds = self.credentials
         if creds is None:
             raise ConfigurationError("this client has no credentials to fetch tokens with")
-        if kind == "new":
-            body = self.request(
-                "POST",
-                self.endpoints.api + "/v1.0/oauth2/accessToken",
-                json={"appKey": creds.client_id, "appSecret": creds.client_secret},
-                decode=decode_new,
-                idempotent=True,
-            )
-            value, expires = body.get("accessToken"), body.get("expireIn", 7200)
-        else:
-            body = self.request(
+
+        def once() -> Any:
+            if kind == "new":
+                return self.send_once(
+                    "POST",
+                    self.endpoints.api + "/v1.0/oauth2/accessToken",
+                    json={"appKey": creds.client_id, "appSecret": creds.client_secret},
+                    decode=decode_new,
+                    idempotent=True,
+                )
+            return self.send_once(
                 "GET",
                 self.endpoints.oapi + "/gettoken",
                 params={"appkey": creds.client_id, "appsecret": creds.client_secret},
                 decode=decode_old,
                 idempotent=True,
             )
+
+        try:
+            if self.retry.attempts <= 1:
+                body = once()
+            else:
+                body = self._retry_loop(once, idempotent=True, budget=self._current_budget())
+        except TransportError as exc:
+            raise TokenUnavailable(
+                f"could not fetch the {kind}-style access token, so nothing was sent: {exc}"
+            ) from exc
+        except DingSyncError as exc:
+            setattr(exc, _EXHAUSTED, True)  # the call's own loop must not repeat these retries
+            raise
+        if kind == "new":
+            value, expires = body.get("accessToken"), body.get("expireIn", 7200)
+        else:
             value, expires = body.get("access_token"), body.get("expires_in", 7200)
         if not isinstance(value, str) or not value:
             raise ApiError(200, "InvalidResponse", f"the {kind}-style token endpoint sent no token")
@@ -238,6 +249,7 @@ class HttpCore:
         data: Any = None,
         headers: Optional[Mapping[str, str]] = None,
         auth: Optional[str] = None,
+        retry: bool = True,
     ) -> Any:
         """Send with retries, token refresh and error mapping; ``decode`` reads the answer."""
 
@@ -255,49 +267,36 @@ class HttpCore:
                 auth=auth,
             )
 
-        return self.retrying(attempt, idempotent=idempotent)
+        return self.retrying(attempt, idempotent=idempotent) if retry else attempt()
 
-    def retrying(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        """Run ``fn`` under the retry policy (tenacity), re-raising dingsync errors unchanged.
+    def retrying(
+        self, fn: Callable[[], T], *, idempotent: bool, budget: Optional[Budget] = None
+    ) -> T:
+        """Run ``fn`` under the retry policy and the call's deadline (``budget``).
 
-        Loops do not nest: a token fetch inside a call's attempt makes one attempt, and the
-        call's own loop retries it, so a dead network costs ``attempts`` tries, not their square.
+        Loops do not nest: a call made inside another call's attempt makes one attempt, and the
+        outer loop retries it. Token fetches are the exception (see :meth:`fetch_token`).
         """
-        if self.retry.attempts <= 1 or getattr(self._local, "retrying", False):
+        if self.retry.attempts <= 1 or getattr(self._local, "budget", None) is not None:
             return fn()
-        self._local.retrying = True
+        self._local.budget = budget if budget is not None else Budget(self.retry.deadline)
         try:
-            return self._retry_loop(fn, idempotent=idempotent)
+            return self._retry_loop(fn, idempotent=idempotent, budget=self._local.budget)
         finally:
-            self._local.retrying = False
+            self._local.budget = None
 
-    def _retry_loop(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        import tenacity  # lazily: scripts that only import dingsync never load it
+    def new_budget(self) -> Budget:
+        """A fresh deadline budget for one call (``retry.deadline`` seconds)."""
+        return Budget(self.retry.deadline)
 
-        policy = self.retry
+    def _current_budget(self) -> Budget:
+        budget: Optional[Budget] = getattr(self._local, "budget", None)
+        return budget if budget is not None else self.new_budget()
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            return policy.delay(state.attempt_number, error)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            logger.info(
-                "retrying after %s (attempt %d of %d)",
-                type(error).__name__ if error else "?",
-                state.attempt_number + 1,
-                policy.attempts,
-            )
-
-        controller = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=wait,
-            retry=tenacity.retry_if_exception(lambda e: should_retry(e, idempotent)),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
+    def _retry_loop(self, fn: Callable[[], T], *, idempotent: bool, budget: Budget) -> T:
+        return run_with_retries(
+            fn, policy=self.retry, idempotent=idempotent, budget=budget, sleep=self._sleep
         )
-        return controller(fn)
 
     def download_to(
         self,
@@ -465,6 +464,7 @@ class HttpCore:
                 timeout=self.timeout,
                 proxies=self._proxies,
                 verify=self._verify,
+                allow_redirects=False,
             )
         logger.debug(
             "%s -> %s in %.0f ms",
@@ -472,12 +472,24 @@ class HttpCore:
             resp.status_code,
             (time.monotonic() - started) * 1000,
         )
+        if 300 <= resp.status_code < 400:
+            location = resp.headers.get("Location") or ""
+            raise UnexpectedRedirect(
+                resp.status_code,
+                urlsplit(location).hostname or "",
+                request_id=resp.headers.get("x-acs-request-id"),
+                hint="check the endpoint settings and any proxy between you and DingTalk",
+            )
         try:
             return decode(resp)
         except RateLimited as exc:
             if exc.code == BAN_CODE:
                 self._ban = exc
                 self._banned_until = time.monotonic() + (exc.retry_after or 300.0)
+            raise
+        except ApiError as exc:
+            if not idempotent:
+                mark_maybe_sent(exc)
             raise
 
     @contextlib.contextmanager
@@ -492,6 +504,19 @@ class HttpCore:
             raise mapped from exc
 
 
+def _new_session(pool_size: int) -> requests.Session:
+    """A session whose connection pools hold ``pool_size`` connections per host.
+
+    requests' default of 10 makes the 11th concurrent thread open and then discard a connection
+    ("Connection pool is full"); sized to the number of threads, every one is reused.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def _map_requests_error(
     exc: requests.RequestException, where: str, idempotent: bool
 ) -> DingSyncError:
@@ -502,8 +527,10 @@ def _map_requests_error(
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return RequestTimeout(f"{where}: timed out while connecting", maybe_sent=False)
     if isinstance(exc, requests.exceptions.ReadTimeout):
-        text = f"{where}: timed out waiting for the answer; the request may have been processed"
-        return RequestTimeout(text if idempotent else f"{text}, and {resend}", maybe_sent=True)
+        text = f"{where}: timed out waiting for the answer"
+        if not idempotent:
+            text = f"{text}; the request may have been processed, and {resend}"
+        return RequestTimeout(text, maybe_sent=True)
     if isinstance(exc, requests.exceptions.SSLError):
         return TransportError(
             f"{where}: TLS failed ({_root_reason(exc)}); behind a TLS-inspecting proxy pass "
@@ -520,8 +547,10 @@ def _map_requests_error(
     if isinstance(
         exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)
     ):
-        text = f"{where}: the connection dropped ({_root_reason(exc)}); it may have been processed"
-        return ConnectionLost(text if idempotent else f"{text}, and {resend}")
+        text = f"{where}: the connection dropped ({_root_reason(exc)})"
+        if not idempotent:
+            text = f"{text}; it may have been processed, and {resend}"
+        return ConnectionLost(text)
     return TransportError(f"{where}: {type(exc).__name__}: {scrub(str(exc))}")
 
 
@@ -558,12 +587,18 @@ def _root_reason(exc: BaseException) -> str:
 
 
 def _scrub_chain(exc: BaseException) -> None:
-    """Remove query strings (tokens, secrets) from the messages of a foreign exception chain."""
+    """Remove query strings (tokens, secrets) from a foreign exception chain: the messages, and
+    the URLs kept as attributes (``requests``' ``.request.url``, urllib3's ``.url``)."""
     for item in _chain(exc):
         with contextlib.suppress(Exception):
             item.args = tuple(
                 scrub(str(a)) if not isinstance(a, BaseException) else a for a in item.args
             )
+        for holder in (item, getattr(item, "request", None), getattr(item, "response", None)):
+            url = getattr(holder, "url", None)
+            if isinstance(url, str):
+                with contextlib.suppress(Exception):
+                    holder.url = scrub(url)  # type: ignore[union-attr]
         context = item.__context__
         if context is not None and context is not item.__cause__:
             with contextlib.suppress(Exception):

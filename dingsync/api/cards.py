@@ -4,9 +4,8 @@ A card instance is identified by the ``out_track_id`` you choose; every later up
 names it. ``cardParamMap`` values must be strings at DingTalk, so values are rendered here:
 strings as they are, anything else JSON-encoded.
 
-:class:`CardStream` is the "typewriter" helper: it batches text chunks into one streaming update
-per ``interval`` seconds (DingTalk throttles per-token updates with 403 QpsLimit), always sends
-a final update, and marks the card failed when the block raises.
+:meth:`CardsApi.ai_card` creates and delivers an AI card and returns a
+:class:`~dingsync.api.card_stream.CardStream` (the "typewriter" helper) to stream text into it.
 """
 
 from __future__ import annotations
@@ -15,13 +14,13 @@ import json
 import logging
 import time
 import uuid
-from types import TracebackType
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 from ..errors import ApiError, ConfigurationError
 from ._http import HttpCore
+from .card_stream import CardStream
 
 __all__ = [
     "CardsApi",
@@ -246,6 +245,37 @@ class CardsApi:
             models["imSingleOpenDeliverModel"] = {}
         return models
 
+    def register_callback(
+        self, route_key: str, url: str, api_secret: str, *, force_update: bool = False
+    ) -> None:
+        """Register the URL that clicks on cards created with ``callback_type="HTTP"`` and
+        ``callback_route_key=route_key`` are POSTed to (``POST /v1.0/card/callbacks/register``).
+
+        DingTalk does not publish how it signs those requests with ``api_secret``; a
+        :class:`dingsync.callbacks.CallbackApp` authenticates them by the secret in ``url``
+        (``app.card_url(base)``). ``force_update`` replaces a URL registered before.
+
+        Example:
+            >>> api.cards.register_callback(  # doctest: +SKIP
+            ...     "orders", app.card_url("https://fc.example.com/"), api_secret)
+            >>> api.cards.create("tpl.schema", "order-42", {"status": "new"},  # doctest: +SKIP
+            ...     callback_type="HTTP", callback_route_key="orders")
+
+        Raises:
+            ConfigurationError: an argument is empty or ``url`` is not http(s).
+        """
+        if not route_key or not api_secret:
+            raise ConfigurationError("route_key and api_secret must be non-empty")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"the card callback url must be http(s), got {url[:8]!r}...")
+        body = {
+            "callbackRouteKey": route_key,
+            "callbackUrl": url,
+            "apiSecret": api_secret,
+            "forceUpdate": force_update,
+        }
+        self._http.api("POST", "/v1.0/card/callbacks/register", json=body, idempotent=True)
+
     def create(
         self,
         template_id: str,
@@ -371,12 +401,14 @@ class CardsApi:
         full: bool = True,
         finalize: bool = False,
         error: bool = False,
+        retry: bool = True,
     ) -> None:
         """One streaming update of the card variable ``key`` (AI cards).
 
         ``full=True`` replaces the variable with ``content`` (what markdown variables need);
         ``full=False`` appends. ``finalize`` ends the stream; ``error`` marks the card failed.
-        The call carries a ``guid``, so a retry after a timeout is not applied twice.
+        The call carries a ``guid``, so a retry after a timeout is not applied twice;
+        ``retry=False`` makes a single attempt.
 
         Example:
             >>> api.cards.stream("order-42", "content", "Thinking...")  # doctest: +SKIP
@@ -390,7 +422,7 @@ class CardsApi:
             "isFinalize": finalize,
             "isError": error,
         }
-        self._http.api("PUT", "/v1.0/card/streaming", json=body)
+        self._http.api("PUT", "/v1.0/card/streaming", json=body, retry=retry)
 
     def ai_card(
         self,
@@ -407,8 +439,11 @@ class CardsApi:
     ) -> CardStream:
         """Create and deliver an AI card, and stream text into it.
 
-        Chunks are coalesced into at most one update per ``interval`` seconds. On leaving the
-        block the card is finalized with the full text; if the block raises, the card is marked
+        Chunks are coalesced into at most one update per ``interval`` seconds, and text left
+        pending is flushed by a timer ``interval`` after it became due, even when no chunk
+        follows. A throttled or failed intermediate update is dropped, never retried: its text
+        goes out with the next one. On leaving the block the card is finalized with the full
+        text (retried); if the block raises, or the final update fails, the card is marked
         failed (``error_text`` appended when given) and the exception propagates.
 
         Example:
@@ -435,129 +470,4 @@ class CardsApi:
             error_text=error_text,
             clock=clock,
             start=start,
-        )
-
-
-class CardStream:
-    """Streams text into one card variable, coalescing updates; use it as a context manager.
-
-    Example:
-        >>> with CardStream(api.cards, "order-42", interval=0.3) as card:  # doctest: +SKIP
-        ...     card.append("Hello, ")
-        ...     card.append("world")
-    """
-
-    def __init__(
-        self,
-        cards: CardsApi,
-        out_track_id: str,
-        *,
-        key: str = "content",
-        interval: float = 0.5,
-        full: bool = True,
-        error_text: Optional[str] = None,
-        clock: Callable[[], float] = time.monotonic,
-        start: Optional[Callable[[], None]] = None,
-    ) -> None:
-        if interval < 0:
-            raise ConfigurationError(f"interval must be >= 0, got {interval!r}")
-        self.out_track_id = out_track_id
-        self.key = key
-        self.text = ""
-        self.updates = 0
-        self.finished = False
-        self.failed = False
-        self._cards = cards
-        self._interval = interval
-        self._full = full
-        self._error_text = error_text
-        self._clock = clock
-        self._start = start
-        self._sent = ""
-        self._last: Optional[float] = None
-
-    def __enter__(self) -> CardStream:
-        if self._start is not None:
-            self._start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        if self.finished:
-            return
-        if exc is None:
-            self.finish()
-            return
-        try:
-            self.fail()
-        except Exception as secondary:
-            # the caller's exception matters more than the failed attempt to report it
-            logger.warning("could not mark card %s as failed: %s", self.out_track_id, secondary)
-
-    def append(self, chunk: str) -> None:
-        """Add text; an update goes out when ``interval`` has passed since the last one."""
-        self._check_open()
-        self.text += chunk
-        self._maybe_flush()
-
-    def set(self, text: str) -> None:
-        """Replace the whole text."""
-        self._check_open()
-        self.text = text
-        self._maybe_flush()
-
-    def flush(self) -> None:
-        """Send pending text now."""
-        self._check_open()
-        if self.text != self._sent:
-            self._send(finalize=False, error=False)
-
-    def finish(self) -> None:
-        """Send the full text and end the stream (done automatically on leaving the block)."""
-        self._check_open()
-        self._send(finalize=True, error=False, force_full=True)
-        self.finished = True
-
-    def fail(self, note: Optional[str] = None) -> None:
-        """End the stream and mark the card failed (done automatically when the block raises)."""
-        self._check_open()
-        extra = note if note is not None else self._error_text
-        if extra:
-            self.text = f"{self.text}\n\n{extra}" if self.text else extra
-        self.finished = True
-        self.failed = True
-        self._send(finalize=True, error=True, force_full=True)
-
-    def _check_open(self) -> None:
-        if self.finished:
-            raise ConfigurationError(f"card stream {self.out_track_id} is already finished")
-
-    def _maybe_flush(self) -> None:
-        now = self._clock()
-        if self._last is None or now - self._last >= self._interval:
-            self.flush()
-
-    def _send(self, *, finalize: bool, error: bool, force_full: bool = False) -> None:
-        appendable = not self._full and not force_full and self.text.startswith(self._sent)
-        content = self.text[len(self._sent) :] if appendable else self.text
-        self._cards.stream(
-            self.out_track_id,
-            self.key,
-            content,
-            full=not appendable,
-            finalize=finalize,
-            error=error,
-        )
-        self._sent = self.text
-        self._last = self._clock()
-        self.updates += 1
-
-    def __repr__(self) -> str:
-        return (
-            f"CardStream(out_track_id={self.out_track_id!r}, key={self.key!r}, "
-            f"updates={self.updates}, finished={self.finished})"
         )

@@ -49,12 +49,16 @@ class BatchSendResult:
     """What ``send_to_users`` did, including the users DingTalk did *not* deliver to.
 
     A user in ``flow_controlled_user_ids`` was rate-limited and did not get the message even
-    though the call succeeded; ``invalid_user_ids`` are unknown ids.
+    though the call succeeded; ``invalid_user_ids`` are unknown ids. After a failure (the
+    exception's ``partial``), ``maybe_sent_user_ids`` is the chunk whose call may have reached
+    DingTalk (a timeout, a dropped connection, a proxy's 5xx) and ``unsent_user_ids`` the users
+    no call was made for.
 
     Example:
-        >>> r = BatchSendResult(process_query_keys=("k",), invalid_user_ids=("x",))
-        >>> r.all_delivered
-        False
+        >>> r = BatchSendResult(
+        ...     process_query_keys=("k",), sent_user_ids=("a", "x"), invalid_user_ids=("x",))
+        >>> r.all_delivered, r.delivered_user_ids
+        (False, ('a',))
     """
 
     process_query_keys: Tuple[str, ...] = attrs.field(converter=_tuple)
@@ -62,6 +66,16 @@ class BatchSendResult:
     flow_controlled_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     filtered_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
     unsent_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    sent_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    maybe_sent_user_ids: Tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+
+    @property
+    def delivered_user_ids(self) -> Tuple[str, ...]:
+        """The users DingTalk accepted the message for, in the order given."""
+        refused = set(
+            self.invalid_user_ids + self.flow_controlled_user_ids + self.filtered_user_ids
+        )
+        return tuple(u for u in self.sent_user_ids if u not in refused)
 
     @property
     def all_delivered(self) -> bool:
@@ -71,6 +85,7 @@ class BatchSendResult:
             or self.flow_controlled_user_ids
             or self.filtered_user_ids
             or self.unsent_user_ids
+            or self.maybe_sent_user_ids
         )
 
 
@@ -142,6 +157,10 @@ class RobotApi:
                 earlier chunks were sent, the exception's ``partial`` is a BatchSendResult whose
                 ``unsent_user_ids`` did not get the message.
             RequestTimeout: ``maybe_sent=True``: the call may have gone out; not repeated.
+
+            Any failure carries ``partial``: who got the message (``delivered_user_ids``), whose
+            chunk may have gone out (``maybe_sent_user_ids``) and who was not sent to
+            (``unsent_user_ids``).
         """
         if isinstance(user_ids, str):
             raise ConfigurationError("user_ids must be a list of user ids, not a single string")
@@ -168,20 +187,24 @@ class RobotApi:
                     idempotent=False,
                 )
             except DingSyncError as exc:
-                if keys:
-                    # Earlier chunks did go out: say exactly who got the message and who did not.
-                    exc.partial = BatchSendResult(
-                        process_query_keys=keys,
-                        invalid_user_ids=invalid,
-                        flow_controlled_user_ids=throttled,
-                        filtered_user_ids=filtered,
-                        unsent_user_ids=ids[start:],
-                    )
+                # say exactly who got the message, who may have, and who did not
+                maybe = bool(getattr(exc, "maybe_sent", False))
+                exc.partial = BatchSendResult(
+                    process_query_keys=keys,
+                    invalid_user_ids=invalid,
+                    flow_controlled_user_ids=throttled,
+                    filtered_user_ids=filtered,
+                    sent_user_ids=ids[:start],
+                    maybe_sent_user_ids=chunk if maybe else (),
+                    unsent_user_ids=ids[start + len(chunk) :] if maybe else ids[start:],
+                )
+                if keys or maybe:
                     logger.warning(
-                        "send_to_users failed after %d of %d users were sent; "
-                        "the exception's .partial lists who did not get the message",
+                        "send_to_users failed after %d of %d users were sent (%d may have been); "
+                        "the exception's .partial lists who got the message",
                         start,
                         len(ids),
+                        len(chunk) if maybe else 0,
                     )
                 raise
             keys.append(str(body.get("processQueryKey", "")))
@@ -197,6 +220,7 @@ class RobotApi:
             invalid_user_ids=invalid,
             flow_controlled_user_ids=throttled,
             filtered_user_ids=filtered,
+            sent_user_ids=ids,
         )
 
     def send_to_group(

@@ -5,12 +5,14 @@ What :class:`WebhookRobot` takes care of (reference/openapi.md §5):
 * signing (加签): HMAC-SHA256 of ``"<timestamp ms>\\n<secret>"`` keyed with the secret, base64,
   fresh for every attempt;
 * the robot's keywords, checked before anything is sent;
-* pacing to 20 messages a minute per robot (a :mod:`dingsync.ratelimit` limiter; pass a
-  :class:`~dingsync.ratelimit.RedisRateLimiter` to share the budget between processes);
+* pacing to 20 messages a minute per robot, shared by every process of the user on the machine
+  (a :class:`~dingsync.ratelimit.FileRateLimiter`; pass a
+  :class:`~dingsync.ratelimit.RedisRateLimiter` to share the budget between machines);
 * ``msgUuid``, so that a retry after a timeout is not posted twice;
 * one exception type per refusal: the four 310000 variants, unknown robots, and the
-  410100/130101/660026 throttle, after which the robot waits out DingTalk's 10-minute penalty
-  locally instead of hammering.
+  410100/130101/660026 throttle, after which every process of the machine waits out DingTalk's
+  10-minute penalty locally instead of hammering;
+* a size check (``MAX_WEBHOOK_BYTES``) before anything is sent.
 
 The webhook token and signatures never appear in ``repr()``, exceptions or logs.
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -29,6 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from .._files import user_cache_dir
 from ..config import Endpoints
 from ..errors import (
     ApiError,
@@ -46,9 +51,9 @@ from ..errors import (
     WebhookThrottled,
 )
 from ..messages import Message, MessageLike, as_message
-from ..ratelimit import MemoryRateLimiter, RateLimiter
+from ..ratelimit import SHARED_WINDOW, FileRateLimiter, MemoryRateLimiter, RateLimiter
 from ._envelopes import decode_old, json_body
-from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpCore, RetryPolicy, Timeout
+from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, Budget, HttpCore, RetryPolicy, Timeout
 
 __all__ = [
     "WebhookRobot",
@@ -56,29 +61,45 @@ __all__ = [
     "decode_webhook",
     "MESSAGES_PER_MINUTE",
     "PENALTY_SECONDS",
+    "MAX_WEBHOOK_BYTES",
 ]
 
 logger = logging.getLogger(__name__)
 
 MESSAGES_PER_MINUTE = 20
 PENALTY_SECONDS = 600.0
-# the server counts on its own clock from when the request arrives; a little slack keeps
-# network latency from pushing the 21st message into the same minute
-_WINDOW = 61.0
+# DingTalk publishes no size limit for custom robots; 20 KB of JSON is what common clients cap
+# at, and a refusal is better found here than as a message that never shows up
+MAX_WEBHOOK_BYTES = 20_000
+_WINDOW = SHARED_WINDOW
 _THROTTLE_CODES = {"410100", "130101", "660026"}
 _NOT_FOUND_CODES = {"300005", "400101", "300001", "400102", "400106", "400013"}
 
 
-_shared_limiter: Optional[MemoryRateLimiter] = None
+_shared_limiters: Dict[str, RateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
-def _process_limiter() -> MemoryRateLimiter:
-    global _shared_limiter
+def _machine_limiter() -> RateLimiter:
+    """The pacing file of this user's cache directory, one object per process and path.
+
+    Without a usable cache directory (a read-only container), pacing holds within the process.
+    """
+    try:
+        path = os.path.join(user_cache_dir(), "webhook-pacing.json")
+    except (ConfigurationError, OSError) as exc:
+        logger.warning("webhook pacing is shared by this process only: %s", exc)
+        path = ""
     with _shared_lock:
-        if _shared_limiter is None:
-            _shared_limiter = MemoryRateLimiter(limit=MESSAGES_PER_MINUTE, period=_WINDOW)
-        return _shared_limiter
+        limiter = _shared_limiters.get(path)
+        if limiter is None:
+            limiter = (
+                FileRateLimiter(path, limit=MESSAGES_PER_MINUTE, period=_WINDOW)
+                if path
+                else MemoryRateLimiter(limit=MESSAGES_PER_MINUTE, period=_WINDOW)
+            )
+            _shared_limiters[path] = limiter
+        return limiter
 
 
 def sign(secret: str, timestamp_ms: int) -> str:
@@ -170,16 +191,19 @@ class WebhookRobot:
         secret: the ``SEC...`` secret when the robot uses signing (加签).
         keywords: the robot's keywords; a message containing none of them is refused locally.
         rate_limiter: pacing shared by everything using this robot; default: 20 messages per
-            minute, shared by every WebhookRobot of this process that posts to the same webhook.
-            Use a :class:`~dingsync.ratelimit.RedisRateLimiter` to share it between processes
-            and machines.
+            minute, shared by every process of this user on the machine (a
+            :class:`~dingsync.ratelimit.FileRateLimiter` in the per-user cache directory), so a
+            DingTalk penalty seen by one cron run is honoured by the next. Use a
+            :class:`~dingsync.ratelimit.RedisRateLimiter` to share it between machines.
         endpoints: where a bare token is sent (default ``Endpoints.from_env()``).
         clock: wall-clock seconds for signatures (and the default limiter); injectable.
         sleep: how pacing waits; injectable.
         max_wait: the longest a send waits for a slot (or for a penalty to end) before raising
             :class:`~dingsync.errors.WebhookThrottled` without calling DingTalk. The default
             covers pacing but not DingTalk's 10-minute penalty; raise it above 600 to wait that
-            out too.
+            out too. Waits over a second are logged as warnings.
+        retry: the :class:`~dingsync.api.RetryPolicy`. A whole send, retries and waits for a
+            slot included, takes at most ``max(retry.deadline, max_wait)`` seconds.
 
     Example:
         >>> robot = WebhookRobot(
@@ -220,8 +244,8 @@ class WebhookRobot:
         if rate_limiter is not None:
             self._limiter: RateLimiter = rate_limiter
         elif clock is None and sleep is time.sleep:
-            # the budget belongs to the robot, not to this object: share it in the process
-            self._limiter = _process_limiter()
+            # the budget belongs to the robot, not to this object or process: share it
+            self._limiter = _machine_limiter()
         else:
             self._limiter = MemoryRateLimiter(
                 limit=MESSAGES_PER_MINUTE,
@@ -277,9 +301,18 @@ class WebhookRobot:
         body = msg.to_webhook()
         self._check_keywords(msg)
         body["msgUuid"] = msg_uuid or uuid.uuid4().hex
+        size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
+        if size > MAX_WEBHOOK_BYTES:
+            raise ConfigurationError(
+                f"the message is {size} bytes; custom robots take at most {MAX_WEBHOOK_BYTES} "
+                "(nothing was sent): shorten it, split it, or send a link to the full text"
+            )
+        # one deadline for the whole send, waits for a slot included; a max_wait raised above
+        # it (to wait out a penalty) raises the deadline with it
+        budget = Budget(max(self._http.retry.deadline, self._max_wait))
 
         def attempt() -> Dict[str, Any]:
-            self._take_slot()
+            self._take_slot(budget)
             try:
                 answer: Dict[str, Any] = self._http.send_once(
                     "POST",
@@ -292,9 +325,21 @@ class WebhookRobot:
             except WebhookThrottled:
                 self._limiter.penalize(self.key, PENALTY_SECONDS)
                 raise
+            except TimestampInvalid as exc:
+                if self._secret is None:
+                    raise SignatureMismatch(
+                        exc.status,
+                        exc.code,
+                        exc.message,
+                        exc.request_id,
+                        body=exc.body,
+                        hint="this robot signs its messages (加签) and no secret was given: set "
+                        "secret= (DINGTALK_WEBHOOK_SECRET) to its SEC... string",
+                    ) from exc
+                raise
             return answer
 
-        self._http.retrying(attempt, idempotent=True)
+        self._http.retrying(attempt, idempotent=True, budget=budget)
         return str(body["msgUuid"])
 
     def _query(self) -> Dict[str, str]:
@@ -318,8 +363,9 @@ class WebhookRobot:
                 hint=f"checked locally, nothing was sent; include one of {list(self.keywords)}",
             )
 
-    def _take_slot(self) -> None:
-        wait = self._limiter.wait_for_slot(self.key, max_wait=self._max_wait)
+    def _take_slot(self, budget: Budget) -> None:
+        max_wait = min(self._max_wait, max(0.0, budget.left()))
+        wait = self._limiter.wait_for_slot(self.key, max_wait=max_wait, around_sleep=budget.sleep)
         if wait <= 0:
             return
         penalty = self._limiter.penalty_remaining(self.key)
@@ -328,7 +374,8 @@ class WebhookRobot:
             code = "410100"
         else:
             message = (
-                f"the 20-a-minute budget frees a slot in {wait:.1f} s (max_wait={self._max_wait})"
+                f"the 20-a-minute budget frees a slot in {wait:.1f} s; waiting longer than "
+                f"{max_wait:.0f} s would pass max_wait or the send's deadline"
             )
             code = "local"
         raise WebhookThrottled(

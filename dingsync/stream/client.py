@@ -35,10 +35,10 @@ from ..context import WebhookPoster
 from ..dedupe import Deduper, DedupeStore, MemoryDedupeStore
 from ..errors import StreamError
 from ..frames import Ack
+from ..handling import Jobs
 from ..routing import Router
 from .connection import Connection
 from .gateway import Connector
-from .jobs import Jobs
 from .liveness import Counters, Keepalive, StreamStats, assess
 from .reader import Reader
 from .workers import HandlerPool
@@ -152,12 +152,14 @@ class StreamClient:
     def _default_api(self) -> ApiClient:
         from ..api import ApiClient
 
-        # No I/O here: the token is fetched the first time a handler uses ctx.api.
+        # No I/O here: the token is fetched the first time a handler uses ctx.api. One pooled
+        # connection per handler thread: none is discarded when they all send at once.
         return ApiClient(
             self.credentials,
             endpoints=self.endpoints,
             proxy=self.config.proxy,
             ca_bundle=self.config.ca_bundle,
+            pool_size=self.config.concurrency,
         )
 
     def __repr__(self) -> str:

@@ -73,7 +73,6 @@ class Connection:
         self.opened_at = clock()
         self.last_alive: Optional[float] = None
         self.pinged_at = self.opened_at
-        self.frames = 0
         self.paused = False
         self.retiring = False
         self.retire_at: Optional[float] = None  # the keepalive closes it then
@@ -102,10 +101,6 @@ class Connection:
         """True once closing, closed, aborted or broken: it takes no more acks."""
         return self._closed or self._closing
 
-    def silent_for(self, now: float) -> float:
-        """Seconds since the last sign of life (or since it opened)."""
-        return now - (self.last_alive or self.opened_at)
-
     def resume(self) -> None:
         """The reader reads again after backpressure: silence counts from now."""
         self.last_alive = self._clock()
@@ -129,7 +124,6 @@ class Connection:
             ) from exc
         self.last_alive = self._clock()
         if opcode == TEXT or opcode == BINARY:
-            self.frames += 1
             return payload
         if opcode == PING:
             with self._queue:
@@ -227,14 +221,16 @@ class Connection:
                 acks, self._acks = self._acks, []
                 control, self._control = self._control, []
                 closing = self._closing
-            frames = [encode(PONG, p) for p in control]
-            frames += [encode(TEXT, p) for p in acks]
-            if closing:
-                frames.append(encode(CLOSE, _NORMAL_CLOSE))
             try:
+                frames = [encode(PONG, p) for p in control]
+                frames += [encode(TEXT, p) for p in acks]
+                if closing:
+                    frames.append(encode(CLOSE, _NORMAL_CLOSE))
                 with self._wire:
                     self._sock.sendall(b"".join(frames))
-            except (OSError, ValueError) as exc:
+            except BaseException as exc:  # whatever it is, the reader must learn the socket died
+                if not isinstance(exc, (OSError, ValueError)):
+                    log.exception("the writer of connection #%d failed", self.number)
                 with queue:
                     lost = len(acks) + len(self._acks)
                     self._acks, self._closed = [], True

@@ -1,5 +1,9 @@
 """A local DingTalk for tests: Stream gateway, OpenAPI and webhooks on 127.0.0.1.
 
+The emulator (:class:`FakeDingTalk`, :class:`Failure`) needs the ``testing`` extra
+(websockets); it is imported on first use, so that the rest of this package, and the pytest
+plugin that every installation of dingsync registers, work without it.
+
 Example:
     >>> from dingsync.testing import FakeDingTalk
     >>> with FakeDingTalk() as fake:
@@ -9,8 +13,10 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import payloads
-from ._fake import Failure, FakeDingTalk
+from ._callbacks import HttpDelivery
 from ._http import Request, Response
 from ._openapi import (
     CardInstance,
@@ -33,6 +39,15 @@ from ._records import (
     Reply,
     Subscription,
 )
+from .builders import (
+    callback_frame,
+    card_callback,
+    card_callback_frame,
+    chatbot_frame,
+    chatbot_message,
+    event,
+    event_frame,
+)
 from .transcripts import (
     ReplayResult,
     assert_transcript,
@@ -42,12 +57,23 @@ from .transcripts import (
     running_router,
 )
 
+if TYPE_CHECKING:
+    from ._fake import Failure, FakeDingTalk
+
 __all__ = [
     "FakeDingTalk",
     "Failure",
     "Request",
     "Response",
     "payloads",
+    # offline builders: frames for route.dispatch, typed payloads for handler functions
+    "chatbot_frame",
+    "chatbot_message",
+    "event_frame",
+    "event",
+    "card_callback_frame",
+    "card_callback",
+    "callback_frame",
     "AckFrame",
     "Connection",
     "OpenRequest",
@@ -58,6 +84,7 @@ __all__ = [
     "Redelivery",
     "Reply",
     "Subscription",
+    "HttpDelivery",
     # OpenAPI recordings (fake.sent, fake.cards, fake.webhook_messages, ...)
     "SentMessage",
     "CardInstance",
@@ -74,3 +101,17 @@ __all__ = [
     "replay_transcript",
     "running_router",
 ]
+
+_NEEDS_EXTRA = frozenset({"FakeDingTalk", "Failure"})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NEEDS_EXTRA:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from . import _fake
+    except ImportError as exc:
+        from .._extras import missing_extra
+
+        raise ImportError(missing_extra("the emulator", "testing", exc)) from exc
+    return getattr(_fake, name)

@@ -24,6 +24,7 @@ import attrs
 
 from ..config import Credentials, Endpoints
 from . import routes as _routes  # noqa: F401  (registers every route module)
+from ._callbacks import HttpDeliveryMixin
 from ._gateway import GatewayMixin
 from ._http import Request, Response, find_route, json_response, new_error, old_error
 from ._openapi import OpenApiMixin
@@ -405,7 +406,7 @@ def _make_handler(fake: _HttpCore, host: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class FakeDingTalk(GatewayMixin, OpenApiMixin, _HttpCore):
+class FakeDingTalk(HttpDeliveryMixin, GatewayMixin, OpenApiMixin, _HttpCore):
     """A local DingTalk: Stream gateway, OpenAPI and webhooks on 127.0.0.1.
 
     ``ws_tls``: a server-side ``ssl.SSLContext`` makes the gateway hand out ``wss://``

@@ -10,7 +10,8 @@ attribute for test assertions:
 * ``fake.webhook_messages``: what custom group robots accepted;
 * ``fake.work_notices``: work notifications; ``fake.media``: uploads by ``media_id``.
 
-Knobs: :meth:`OpenApiMixin.add_webhook_robot`, :meth:`~OpenApiMixin.mark_users_invalid`,
+Knobs: :meth:`OpenApiMixin.add_webhook_robot`, :meth:`~OpenApiMixin.add_conversation`,
+:meth:`~OpenApiMixin.mark_users_invalid`,
 :meth:`~OpenApiMixin.mark_users_flow_controlled`, :meth:`~OpenApiMixin.add_file`,
 :meth:`~OpenApiMixin.mark_read`, plus the plain attributes ``webhook_rate_limit`` (20),
 ``webhook_penalty`` (600 s), ``download_url_ttl`` (3600 s) and ``notify_daily_limit`` (500).
@@ -19,6 +20,7 @@ Knobs: :meth:`OpenApiMixin.add_webhook_robot`, :meth:`~OpenApiMixin.mark_users_i
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from collections import deque
@@ -39,6 +41,10 @@ __all__ = [
     "MediaFile",
     "StoredFile",
 ]
+
+
+# DingTalk's open conversation ids: "cid" and base64 (cidAsXSBLnA==, cid6KeBBL5x7EeiodoA==).
+_CONVERSATION_ID = re.compile(r"\Acid[0-9A-Za-z+/=_-]+\Z")
 
 
 @attrs.define
@@ -194,6 +200,8 @@ class OpenApiMixin:
         self.files: Dict[str, StoredFile] = {}
         self.invalid_users: Set[str] = set()
         self.flow_controlled_users: Set[str] = set()
+        self.conversations: Set[str] = set()
+        self.strict_conversations = False
         self.webhook_rate_limit = 20
         self.webhook_penalty = 600.0
         self.download_url_ttl = 3600.0
@@ -236,6 +244,32 @@ class OpenApiMixin:
                 ip_whitelist=tuple(ip_whitelist) if ip_whitelist is not None else None,
             )
         return self.webhook_url(token)
+
+    def add_conversation(self, *open_conversation_ids: str) -> None:
+        """Put the robot in these conversations (groups, or 1:1 chats of a cool app).
+
+        Robot sends to a conversation the emulator does not know get DingTalk's
+        ``400 invalid.openConversationId``. Known are: the ones added here, and those of pushed
+        chatbot messages; unless ``strict_conversations`` is set, also any well-formed id
+        (``cid`` and base64 characters), so that tests need not add every group they use.
+
+        Example:
+            >>> fake.add_conversation("cidNightly==")                 # doctest: +SKIP
+            >>> fake.strict_conversations = True                      # doctest: +SKIP
+        """
+        with self._lock:
+            self.conversations.update(open_conversation_ids)
+
+    def knows_conversation(self, open_conversation_id: str) -> bool:
+        """Whether a robot send to ``open_conversation_id`` is accepted (see
+        :meth:`add_conversation`)."""
+        with self._lock:
+            if open_conversation_id in self.conversations:
+                return True
+        sessions: Dict[str, Any] = getattr(self, "_sessions", {})
+        if any(s.conversation_id == open_conversation_id for s in list(sessions.values())):
+            return True
+        return not self.strict_conversations and bool(_CONVERSATION_ID.match(open_conversation_id))
 
     def mark_users_invalid(self, *user_ids: str) -> None:
         """Make these user ids unknown: sends list them in ``invalidStaffIdList``."""

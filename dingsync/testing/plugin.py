@@ -1,7 +1,8 @@
 """pytest plugin (entry point ``pytest11: dingsync``): the ``dingtalk`` fixture.
 
 The emulator is imported inside the fixture, so merely having dingsync installed never makes
-pytest import websockets or start anything.
+pytest import websockets or start anything: without the ``testing`` extra, every other test
+runs, and a test that asks for ``dingtalk`` fails with the command that installs the extra.
 
 Example::
 
@@ -31,8 +32,12 @@ __all__ = ["dingtalk"]
 @pytest.fixture
 def dingtalk(request: pytest.FixtureRequest) -> Iterator[FakeDingTalk]:
     """A started :class:`~dingsync.testing.FakeDingTalk`, stopped after the test."""
-    from ._fake import FakeDingTalk
+    try:
+        from ._fake import FakeDingTalk
+    except ImportError as exc:
+        from .._extras import missing_extra
 
+        pytest.fail(missing_extra("the dingtalk fixture", "testing", exc), pytrace=False)
     kwargs: Dict[str, Any] = dict(getattr(request, "param", None) or {})
     fake = FakeDingTalk(**kwargs)
     fake.start()

@@ -287,3 +287,29 @@ def test_download_to_a_missing_directory(
     with pytest.raises(ConfigurationError, match="not a directory"):
         api.robot.download("code-6", tmp_path / "missing" / "x.bin")
     assert dingtalk.count("POST", "/v1.0/robot/messageFiles/download") == 0
+
+
+def test_a_chunk_that_may_have_gone_out_is_not_called_unsent(
+    dingtalk: FakeDingTalk, api: ApiClient
+) -> None:
+    """A dropped connection on chunk 2 puts those users in maybe_sent, the rest in unsent."""
+    users = [f"user{i}" for i in range(45)]
+    dingtalk.fail_next("POST", BATCH, reset=True, after=1)
+    with pytest.raises(ConnectionLost) as info:
+        api.robot.send_to_users(users, "hi")
+    partial = info.value.partial
+    assert partial.delivered_user_ids == tuple(users[:20])
+    assert partial.maybe_sent_user_ids == tuple(users[20:40])
+    assert partial.unsent_user_ids == tuple(users[40:])
+    assert not partial.all_delivered
+
+
+def test_a_failed_first_chunk_still_says_who_was_not_sent(
+    dingtalk: FakeDingTalk, api: ApiClient
+) -> None:
+    users = [f"user{i}" for i in range(25)]
+    dingtalk.fail_next("POST", BATCH, status=400, body={"code": "param.invalid", "message": "x"})
+    with pytest.raises(InvalidRequest) as info:
+        api.robot.send_to_users(users, "hi")
+    assert info.value.partial.delivered_user_ids == ()
+    assert info.value.partial.unsent_user_ids == tuple(users)

@@ -134,3 +134,20 @@ def test_redis_limiter_under_threads(redis_url: str, redis_client: Any) -> None:
     for thread in threads:
         thread.join()
     assert len(taken) == 5
+
+
+def test_redis_limiter_defaults_to_a_61_s_window_on_the_servers_clock(
+    redis_url: str, redis_client: Any
+) -> None:
+    """DingTalk's minute plus a second of slack, timed by Redis (one clock for all machines)."""
+    limiter = RedisRateLimiter(redis_url, limit=1, prefix="srv:")
+    assert limiter.period == 61.0
+    assert limiter.try_acquire("k") == 0.0
+    wait = limiter.try_acquire("k")
+    assert 60.0 < wait <= 61.0
+    seconds, micros = redis_client.time()
+    server_ms = seconds * 1000 + micros // 1000
+    ((_, stamp),) = redis_client.zrange("srv:k", 0, 0, withscores=True)
+    assert abs(stamp - server_ms) < 1000
+    limiter.penalize("k", 600)
+    assert 599.0 < limiter.penalty_remaining("k") <= 600.0

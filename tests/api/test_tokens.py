@@ -170,11 +170,6 @@ def test_file_cache_survives_a_new_process_object(tmp_path: Path) -> None:
     assert calls == ["new"]
 
 
-def test_file_cache_default_path_is_in_tmp() -> None:
-    """Without a path the cache lives at <tmp>/dingsync-tokens.json (serverless /tmp)."""
-    assert FileTokenCache().path.endswith("dingsync-tokens.json")
-
-
 _CHILD = textwrap.dedent(
     """
     import os, sys, time

@@ -178,10 +178,12 @@ def test_three_threads_never_exceed_20_a_minute(dingtalk: FakeDingTalk) -> None:
     """
     dingtalk.add_webhook_robot(TOKEN)
     gate = threading.RLock()
+    asked = threading.local()  # when this thread learnt how long to wait
 
     class GatedLimiter(MemoryRateLimiter):
         def try_acquire(self, key: str) -> float:
             gate.acquire()
+            asked.at = dingtalk.now()
             wait = super().try_acquire(key)
             if wait > 0:
                 gate.release()
@@ -195,8 +197,12 @@ def test_three_threads_never_exceed_20_a_minute(dingtalk: FakeDingTalk) -> None:
                 gate.release()
 
     def sleep(seconds: float) -> None:
+        # threads sleeping at the same time wake at the same time: the clock moves to this
+        # thread's wake-up time unless another sleeper already moved it past that
         with gate:
-            dingtalk.advance(seconds)
+            behind = asked.at + seconds - dingtalk.now()
+            if behind > 0:
+                dingtalk.advance(behind)
 
     limiter = GatedLimiter(limit=20, period=61.0, clock=dingtalk.now, sleep=sleep)
     robot = WebhookRobot(

@@ -16,6 +16,7 @@ import pytest
 import websocket
 
 import dingsync
+from dingsync import messages as m
 from dingsync.dedupe import MemoryDedupeStore
 from dingsync.frames import Ack
 from dingsync.testing import FakeDingTalk
@@ -134,14 +135,15 @@ def test_replies_from_every_handler_thread_share_one_pool(
     @route.chatbot
     def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
         barrier.wait()
-        ctx.reply_text(f"re: {msg.text}")
+        ctx.reply_text(f"re: {msg.text}")  # through the session webhook
+        ctx.api.robot.send_to_users(["user-1"], m.Text(f"and: {msg.text}"))  # the OpenAPI
 
     make_client(route, concurrency=16)
     with caplog.at_level(logging.WARNING, logger="urllib3"):
         for _ in range(2):
             dingtalk.wait_for_acks(dingtalk.push_many(16), timeout=15)
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
-    assert len(dingtalk.replies) == 32
+    assert len(dingtalk.replies) == 32 and len(dingtalk.sent) == 32
 
 
 def test_the_memory_dedupe_store_keeps_its_ttl_at_any_rate_within_its_bound() -> None:

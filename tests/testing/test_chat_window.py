@@ -18,7 +18,7 @@ import requests
 
 import dingsync
 from dingsync.testing import FakeDingTalk
-from dingsync.testing._feed import feed_of
+from dingsync.testing._chat_feed import feed_of
 from dingsync.testing.transcripts import (
     assert_transcript,
     load_transcript,

@@ -13,11 +13,14 @@ import pytest
 
 from dingworker.health import HealthServer, render_metrics
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*) (-?[0-9.eE+-]+|NaN|[+-]Inf)$")
+_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{app="[^"\\]*"\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$'
+)
 
 
 def parse_prometheus(text: str) -> Dict[str, Tuple[str, float]]:
-    """A strict parser of the unlabelled subset we emit: every sample has HELP and TYPE first."""
+    """A strict parser of the subset we emit (an ``app`` label at most): every sample has HELP
+    and TYPE first; labelled samples are keyed with their label."""
     assert text.endswith("\n")
     types: Dict[str, str] = {}
     helps: set[str] = set()
@@ -34,11 +37,11 @@ def parse_prometheus(text: str) -> Dict[str, Tuple[str, float]]:
         else:
             match = _SAMPLE.match(line)
             assert match, f"not a sample line: {line!r}"
-            name, value = match.group(1), float(match.group(2))
+            name, label, value = match.group(1), match.group(2) or "", float(match.group(3))
             assert name in types and name in helps, f"{name} has no TYPE/HELP"
             if types[name] == "counter":
                 assert name.endswith("_total") and value >= 0
-            samples[name] = (types[name], value)
+            samples[name + label] = (types[name], value)
     return samples
 
 

@@ -5,7 +5,7 @@
 - ``GET /_emulator/static/<name>`` -> a file of that folder (``vendor/`` holds pinned copies of
   marked and DOMPurify, with their licenses).
 - ``GET /_emulator/feed`` -> Server-Sent Events: every frame, ack, reply, OpenAPI call, card
-  change, connection change and violation (see ``_feed.py``). A reconnecting browser sends
+  change, connection change and violation (see ``_chat_feed.py``). A reconnecting browser sends
   ``Last-Event-ID`` and gets what it missed; ``?since=N`` does the same for curl.
 - ``GET /_emulator/transcript?conversation_id=C`` -> the conversation as a transcript (JSON, as
   a download); see :mod:`dingsync.testing.transcripts`.
@@ -30,7 +30,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Dict, List
 
-from .._feed import feed_of
+from .._chat_feed import feed_of
 from .._http import Request, Response, Write, json_response, new_error, route
 from ..transcripts import record_transcript
 from .control import PREFIX, _body, _guard, _Invalid, _pop

@@ -14,6 +14,11 @@ may be snake_case (``sender_staff_id``) or DingTalk's camelCase (``senderStaffId
 - ``GET /_emulator/acks[?message_id=M&wait=S]`` -> ``{"acks": [...]}``, likewise.
 - ``GET /_emulator/status`` -> ``{"clientId", "connections"}``; ``?wait=S`` waits up to S seconds
   for a client to connect.
+- ``GET /_emulator/sent`` -> ``{"robot": [...], "webhook": [...]}``: what was sent to DingTalk
+  (robot OpenAPI messages, 1:1 and group; custom-robot webhook messages), oldest first.
+
+A push that no connected client subscribes to waits in the emulator; its answer then carries
+``"pending": true`` and a ``warning`` saying why, and the warning is logged.
 
 Example::
 
@@ -25,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     from .._fake import FakeDingTalk
 
 __all__: List[str] = []
+
+log = logging.getLogger("dingsync.testing.control")
 
 PREFIX = "/_emulator"
 MAX_WAIT = 30.0  # a long poll never holds a server thread longer than this
@@ -174,6 +182,26 @@ def _guard(func: Callable[[FakeDingTalk, Request], Response]) -> Callable[..., R
     return handler
 
 
+def _pushed(fake: FakeDingTalk, message_id: str) -> Response:
+    """The answer to a push: its id, and a warning when no connection will take it."""
+    answer: Dict[str, Any] = {"messageId": message_id}
+    push = next((p for p in fake.pending if p.message_id == message_id), None)
+    if push is not None:
+        subscribed = sorted(
+            {f"{s.type} {s.topic}" for c in fake.live_connections for s in c.subscriptions}
+        )
+        if subscribed:
+            warning = (
+                f"no connected client subscribes to {push.type} {push.topic} (they subscribe "
+                f"to: {', '.join(subscribed)}); nothing handles this message"
+            )
+        else:
+            warning = "no client is connected; the message waits for one that subscribes to it"
+        answer.update(pending=True, warning=warning)
+        log.warning("message %s: %s", message_id, warning)
+    return json_response(answer)
+
+
 @route("api", "POST", f"{PREFIX}/chatbot")
 @_guard
 def push_chatbot(fake: FakeDingTalk, request: Request) -> Response:
@@ -182,8 +210,7 @@ def push_chatbot(fake: FakeDingTalk, request: Request) -> Response:
     text = _pop(body, "text", "hi")
     if not isinstance(text, str):
         raise _Invalid("text must be a string")
-    message_id = _call(fake.push_chatbot, [text], body)
-    return json_response({"messageId": message_id})
+    return _pushed(fake, _call(fake.push_chatbot, [text], body))
 
 
 @route("api", "POST", f"{PREFIX}/event")
@@ -197,8 +224,7 @@ def push_event(fake: FakeDingTalk, request: Request) -> Response:
         raise _Invalid("event_type is required, e.g. user_add_org")
     if not isinstance(data, dict):
         raise _Invalid("data must be a JSON object")
-    message_id = _call(fake.push_event, [event_type, data], body)
-    return json_response({"messageId": message_id})
+    return _pushed(fake, _call(fake.push_event, [event_type, data], body))
 
 
 @route("api", "POST", f"{PREFIX}/card_callback")
@@ -212,8 +238,7 @@ def push_card_callback(fake: FakeDingTalk, request: Request) -> Response:
         raise _Invalid("out_track_id is required: the card's outTrackId")
     if not isinstance(params, dict):
         raise _Invalid("params must be a JSON object")
-    message_id = _call(fake.push_card_callback, [out_track_id, params], body)
-    return json_response({"messageId": message_id})
+    return _pushed(fake, _call(fake.push_card_callback, [out_track_id, params], body))
 
 
 @route("api", "GET", f"{PREFIX}/replies")
@@ -244,3 +269,15 @@ def status(fake: FakeDingTalk, request: Request) -> Response:
         if count or time.monotonic() >= deadline:
             return json_response({"clientId": fake.client_id, "connections": count})
         time.sleep(_POLL)
+
+
+@route("api", "GET", f"{PREFIX}/sent")
+@_guard
+def sent(fake: FakeDingTalk, request: Request) -> Response:
+    """Messages sent to DingTalk: robot OpenAPI sends and custom-robot webhook messages."""
+    return json_response(
+        {
+            "robot": _jsonable(list(fake.sent)),
+            "webhook": _jsonable(list(fake.webhook_messages)),
+        }
+    )

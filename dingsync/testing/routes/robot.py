@@ -171,7 +171,11 @@ def _group_send(fake: FakeDingTalk, request: Request, kind: str) -> Response:
         return error
     cid = body.get("openConversationId")
     if not cid and not body.get("token"):
-        return _bad("invalidParameter.openConversationId.empty", "openConversationId is empty")
+        return _bad("openConversationId.notExisted", "openConversationId不能和token同时为空")
+    if cid and (not isinstance(cid, str) or not fake.knows_conversation(cid)):
+        # The robot is not in such a conversation (or it does not exist): DingTalk's code
+        # from the robot API's error table (apifox mirror cited in reference/openapi.md §3.5).
+        return _bad("invalid.openConversationId", "无效的openConversationId")
     if kind == "private" and not body.get("coolAppCode"):
         return _bad("invalidParameter.coolAppCode.empty", "coolAppCode is empty")
     error, param = check_message(body)

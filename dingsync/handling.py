@@ -1,41 +1,42 @@
-"""What a handler thread does with one frame: decode, dedupe, run the handler, queue the ack.
+"""One message, from its dedupe claim to its ack: the handler path of both transports.
 
-DingTalk redelivers late-acked messages, to any connection or replica: a message is claimed in
-the dedupe store first, and only a new claim runs the handler.
+The StreamClient's handler threads and the CallbackApp's request threads run the same steps:
+decode the payload, claim the message in the dedupe store (DingTalk redelivers late-acked
+messages, to any connection, replica or instance; only a new claim runs the handler), run the
+handler with a :class:`~dingsync.Context`, remember the ack, and hand it to the transport.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import attrs
 
-from ..context import Context, WebhookPoster
-from ..dedupe import NEW, PROCESSING, Claim, Deduper
-from ..errors import ProtocolError
-from ..frames import Ack, Frame
-from ..routing import AckPolicy, Route, Router
-from .connection import Connection
-
-if TYPE_CHECKING:
-    from ..api import ApiClient
+from .context import Context, PostJson
+from .dedupe import NEW, PROCESSING, Claim, Deduper
+from .errors import ProtocolError
+from .frames import Ack, Frame
+from .routing import AckPolicy, Route, Router
 
 __all__ = ["Jobs", "Job"]
 
 log = logging.getLogger("dingsync.stream")
 
-#: A frame, its route, and the connection it came from (where its ack goes).
-Job = Tuple[Frame, Route, Connection]
+#: A frame, its route, and where its ack goes (a stream connection, an HTTP answer), which
+#: only the transport's ``send_ack`` looks at.
+Job = Tuple[Frame, Route, Any]
 
 
 @attrs.define
 class Jobs:
-    """Runs jobs on the handler threads (``run`` is the pool's job function).
+    """Runs jobs: ``run`` is the StreamClient's handler pool's job function, and what the
+    CallbackApp calls for each request.
 
-    ``send_ack(conn, ack)`` queues an ack; ``count(name)`` bumps a StreamStats counter;
-    ``skip()`` says a hard stop is on, so a job that has not started is left for DingTalk to
-    deliver again.
+    ``send_ack(target, ack)`` hands an ack to the transport; ``count(name)`` bumps
+    ``"redeliveries_skipped"`` or ``"handler_errors"``; ``skip()`` says a hard stop is on, so
+    a job that has not started is left for DingTalk to deliver again. ``api`` is what
+    handlers get as ``ctx.api``.
 
     Example:
         >>> jobs = Jobs(router, deduper, client_id="id", api=api, poster=None,  # doctest: +SKIP
@@ -44,11 +45,11 @@ class Jobs:
     """
 
     router: Router
-    deduper: Deduper[Tuple[Connection, str]]
+    deduper: Deduper[Tuple[Any, str]]
     client_id: str
-    api: Optional[ApiClient]
-    poster: Optional[WebhookPoster]
-    send_ack: Callable[[Connection, Ack], None]
+    api: Any
+    poster: Optional[PostJson]
+    send_ack: Callable[[Any, Ack], None]
     count: Callable[[str], None]
     skip: Callable[[], bool]
 
@@ -62,7 +63,7 @@ class Jobs:
         except Exception:  # a bug here must cost one message, never a handler thread
             log.exception("internal error while handling message %s", frame.message_id)
 
-    def _process(self, frame: Frame, route: Route, conn: Connection) -> None:
+    def _process(self, frame: Frame, route: Route, conn: Any) -> None:
         receipt = route.ack == AckPolicy.RECEIPT
         try:
             payload = route.decode(frame)
@@ -106,7 +107,7 @@ class Jobs:
         return ack
 
     def _answer_duplicate(
-        self, frame: Frame, route: Route, conn: Connection, key: str, claim: Claim
+        self, frame: Frame, route: Route, conn: Any, key: str, claim: Claim
     ) -> None:
         self.count("redeliveries_skipped")
         if claim.state == PROCESSING:

@@ -1,0 +1,123 @@
+"""``dingworker --http``: the callbacks served by waitress in a real process, /healthz and
+/metrics beside them, the drain on SIGTERM, and Stream plus HTTP in one process."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Dict, List, Optional
+
+import pytest
+from cli_runner import cli_runner
+from test_health import parse_prometheus
+from test_worker_subprocess import FIXTURES, Worker, fake, free_port, poll_status, start, workers
+
+from dingsync.testing import FakeDingTalk
+from dingworker.cli import main
+
+__all__ = ["fake", "workers"]  # fixtures, imported for pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def http_env(fake: FakeDingTalk) -> Dict[str, str]:
+    env = fake.env()
+    env["DINGTALK_EVENT_TOKEN"] = fake.event_token
+    env["DINGTALK_EVENT_AES_KEY"] = fake.event_aes_key
+    return env
+
+
+def start_http(fake: FakeDingTalk, workers: List[Worker], *extra: str) -> str:
+    port = free_port()
+    worker = start(
+        workers, http_env(fake), "--http", f"127.0.0.1:{port}", *extra, app="dw_http_app:route"
+    )
+    worker.wait_for_log("HTTP callbacks (robot messages, events) on")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_http_worker_serves_robot_messages_and_events_then_drains_on_sigterm(
+    fake: FakeDingTalk, workers: List[Worker]
+) -> None:
+    base = start_http(fake, workers, "--grace", "5")
+    (worker,) = workers
+    assert '"healthy": true' in poll_status(f"{base}/healthz", 200)
+    fake.register_callback_url(f"{base}/")
+    mid = fake.push_chatbot("over http")
+    assert fake.wait_for_delivery(mid).ok
+    assert fake.wait_for_reply(predicate=lambda r: r.message_id == mid).text == "echo: over http"
+    assert fake.wait_for_delivery(fake.push_event("user_add_org", {"userId": ["u5"]})).ok
+    worker.wait_for_log("joined: u5")
+    metrics = parse_prometheus(poll_status(f"{base}/metrics", 200))
+    assert metrics["dingsync_callbacks_handled_total"] == ("counter", 2.0)
+    assert metrics["dingsync_callbacks_rejected_total"] == ("counter", 0.0)
+
+    slow = fake.push_chatbot("sleep 1")
+    worker.wait_for_log("handler sleeping")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(timeout=8) == 0
+    assert fake.wait_for_delivery(slow).ok  # answered during the drain
+    assert fake.wait_for_reply(predicate=lambda r: r.message_id == slow).text == "slept"
+    worker.wait_for_log("stopped cleanly")
+    assert fake.violations == []
+
+
+def test_stream_and_http_in_one_process(fake: FakeDingTalk, workers: List[Worker]) -> None:
+    """--stream: robot messages over the websocket, events over HTTP, one Router."""
+    base = start_http(fake, workers, "--stream")
+    (worker,) = workers
+    worker.wait_for_log("connected to")
+    fake.register_callback_url(f"{base}/", chatbot=False)
+    mid = fake.push_chatbot("over the websocket")
+    assert fake.wait_for_ack(mid)["code"] == 200
+    assert fake.wait_for_delivery(fake.push_event("user_add_org", {"userId": ["u6"]})).ok
+    worker.wait_for_log("joined: u6")
+    worker.send(signal.SIGTERM)
+    assert worker.wait(timeout=8) == 0
+
+
+def _invoke(args: List[str], env: Optional[Dict[str, str]] = None) -> object:
+    base = {"DINGTALK_CLIENT_ID": "id", "DINGTALK_CLIENT_SECRET": "secret"}
+    base.update(env or {})
+    return cli_runner().invoke(main, ["--app-dir", FIXTURES, *args], env=base)
+
+
+@pytest.mark.parametrize(
+    "args, env, fragment",
+    [
+        (["--stream", "dw_http_app:route"], {}, "--stream only makes sense with --http"),
+        (["--http", "8080", "dw_http_app:route"], {}, "--http takes HOST:PORT"),
+        (["--http", "127.0.0.1:99999", "dw_http_app:route"], {}, "--http takes HOST:PORT"),
+        (
+            ["--http", "127.0.0.1:0", "--max-runtime", "1", "dw_http_app:route"],
+            {"DINGTALK_EVENT_TOKEN": "t"},
+            "both event_token and event_aes_key",
+        ),
+        (
+            ["--http", "127.0.0.1:0", "--max-runtime", "1", "dw_http_app:route"],
+            {"DINGTALK_EVENT_TOKEN": "t", "DINGTALK_EVENT_AES_KEY": "short"},
+            "43 characters",
+        ),
+    ],
+)
+def test_bad_http_options_exit_2_with_one_line(
+    args: List[str], env: Dict[str, str], fragment: str
+) -> None:
+    result = _invoke(args, env)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr
+    assert "secret" not in result.stderr.replace("card_secret", "")
+
+
+def test_max_runtime_http_worker_exits_0() -> None:
+    result = _invoke(["--http", "127.0.0.1:0", "--max-runtime", "0.3", "dw_http_app:route"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_health_port_serves_probes_beside_the_http_worker() -> None:
+    result = _invoke(
+        ["--http", "127.0.0.1:0", "--health-port", "0", "--max-runtime", "0.3", "dw_http_app:route"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "health on http://127.0.0.1:" in result.stderr
+    assert "HTTP callbacks (robot messages) on http://127.0.0.1:" in result.stderr
