@@ -3,7 +3,8 @@ diagnose a setup.
 
 Every command reads the same environment as the worker: ``DINGTALK_CLIENT_ID``,
 ``DINGTALK_CLIENT_SECRET``, ``DINGTALK_OPENAPI_ENDPOINT`` and ``DINGTALK_OAPI_ENDPOINT``; a custom
-robot comes from ``DINGTALK_WEBHOOK`` and ``DINGTALK_WEBHOOK_SECRET``. Secrets belong in the
+robot comes from ``DINGTALK_WEBHOOK`` and ``DINGTALK_WEBHOOK_SECRET``, the app's AgentId for work
+notifications from ``DINGTALK_AGENT_ID``. Secrets belong in the
 environment (an env file of the service): command-line arguments are visible to every user in
 ``ps``.
 
@@ -13,6 +14,7 @@ Example::
     $ export DINGTALK_WEBHOOK_SECRET=SEC...
     $ echo "disk 91% on db-1" | dingsync send
     $ dingsync send --group cid123== --markdown "Nightly" "all **green**"
+    $ dingsync send --notify --users u1,u2 "payroll is out"     # a work notification
     $ dingsync doctor
 """
 
@@ -22,15 +24,11 @@ import contextlib
 import functools
 import mimetypes
 import os
-import re
 import signal
-import socket
-import ssl
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
-from urllib.parse import urlsplit
 
 import click
 
@@ -113,7 +111,8 @@ def main() -> None:
     """dingsync: send DingTalk messages, fetch tokens, download files, run a local emulator.
 
     Configuration comes from DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET,
-    DINGTALK_OPENAPI_ENDPOINT and DINGTALK_OAPI_ENDPOINT.
+    DINGTALK_OPENAPI_ENDPOINT and DINGTALK_OAPI_ENDPOINT; work notifications also read
+    DINGTALK_AGENT_ID.
     """
 
 
@@ -149,6 +148,29 @@ def _print_recipients(result: Any) -> None:
             click.echo(f"{label}: {', '.join(ids)}", err=True)
 
 
+def _print_skipped(result: Any) -> None:
+    """The recipients a work notification skipped, and why (stderr)."""
+    reasons = {f.user_id: f.code for f in result.forbidden}
+    throttled = set(result.flow_controlled_user_ids)
+    forbidden = [u for u in result.forbidden_user_ids if u not in throttled]
+    for label, ids in (
+        ("unknown user ids", result.invalid_user_ids),
+        ("forbidden (143105 daily quota, 143106 same content today)", forbidden),
+        ("flow-controlled (not delivered; send again in a minute)", sorted(throttled)),
+        ("failed", result.failed_user_ids),
+    ):
+        if ids:
+            shown = [f"{u} ({reasons[u]})" if u in reasons else u for u in ids]
+            click.echo(f"{label}: {', '.join(shown)}", err=True)
+
+
+def _split_users(users: Tuple[str, ...], lists: Tuple[str, ...]) -> List[str]:
+    ids = list(users)
+    for item in lists:
+        ids.extend(u.strip() for u in item.split(",") if u.strip())
+    return list(dict.fromkeys(ids))
+
+
 @main.command(epilog=SECRETS_HELP + EXIT_HELP)
 @click.argument("text", nargs=-1)
 @click.option(
@@ -173,10 +195,28 @@ def _print_recipients(result: Any) -> None:
     metavar="USER_ID",
     help="Send 1:1 as the app robot (repeatable).",
 )
+@click.option(
+    "--users",
+    "user_lists",
+    multiple=True,
+    metavar="ID,ID,...",
+    help="Comma-separated user ids (same as several --user).",
+)
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Send the users a work notification (工作通知) instead of a robot message.",
+)
+@click.option(
+    "--agent-id",
+    envvar="DINGTALK_AGENT_ID",
+    metavar="AGENT_ID",
+    help="The app's AgentId for --notify; default $DINGTALK_AGENT_ID. Given here, implies --notify.",
+)
 @click.option("--markdown", "title", metavar="TITLE", help="Send markdown with this title.")
-@click.option("--at-mobile", multiple=True, help="Mention a phone number (webhook only).")
-@click.option("--at-user", multiple=True, help="Mention a user id (webhook only).")
-@click.option("--at-all", is_flag=True, help="Mention everyone (webhook only).")
+@click.option("--at-mobile", multiple=True, help="Mention a phone number (custom robot only).")
+@click.option("--at-user", multiple=True, help="Mention a user id (custom robot only).")
+@click.option("--at-all", is_flag=True, help="Mention everyone (custom robot only).")
 @click.option(
     "--timeout", type=Seconds, default=10.0, show_default=True, help="Seconds per request."
 )
@@ -197,6 +237,9 @@ def send(
     secret: Optional[str],
     group: Optional[str],
     users: Tuple[str, ...],
+    user_lists: Tuple[str, ...],
+    notify: bool,
+    agent_id: Optional[str],
     title: Optional[str],
     at_mobile: Tuple[str, ...],
     at_user: Tuple[str, ...],
@@ -204,8 +247,8 @@ def send(
     timeout: float,
     redis_url: Optional[str],
 ) -> None:
-    """Send TEXT (or stdin) to a custom robot ($DINGTALK_WEBHOOK), a group (--group) or users
-    (--user).
+    """Send TEXT (or stdin) to a custom robot ($DINGTALK_WEBHOOK), a group (--group), users
+    (--user/--users) or, with --notify, users' work notifications.
 
     \b
     Examples:
@@ -214,10 +257,17 @@ def send(
       dingsync send "disk 91% on db-1"
       df -h | dingsync send --group cid123== --markdown "Disks" -
       dingsync send --user manager593 --user u2 "your report is ready"
+      DINGTALK_AGENT_ID=3180001 dingsync send --notify --users u1,u2 "payroll is out"
+
+    A work notification lists the recipients DingTalk skipped (unknown, forbidden,
+    flow-controlled) and exits 1 when nobody got it. Mentions (--at-*) exist only on a custom
+    robot: elsewhere they are refused, as the library refuses them.
     """
     from . import messages as m
 
     source = ctx.get_parameter_source
+    users = tuple(_split_users(users, user_lists))
+    notify = notify or source("agent_id") is click.core.ParameterSource.COMMANDLINE
     if webhook and source("webhook") is not click.core.ParameterSource.COMMANDLINE:
         if group or users:
             webhook = None  # DINGTALK_WEBHOOK in the environment; --group/--user chose another
@@ -226,13 +276,13 @@ def send(
             "warning: --secret is visible to every user in ps; set DINGTALK_WEBHOOK_SECRET",
             err=True,
         )
+    if notify and not users:
+        raise click.UsageError("--notify sends work notifications to --user/--users")
     targets = [bool(webhook), bool(group), bool(users)]
     if sum(targets) != 1:
         raise click.UsageError(
             "choose exactly one of --group, --user or a webhook (DINGTALK_WEBHOOK or --webhook)"
         )
-    if (at_mobile or at_user or at_all) and not webhook:
-        raise click.UsageError("mentions (--at-*) only work with --webhook")
     body = _read_text(text)
     message: m.Message
     if title:
@@ -251,6 +301,18 @@ def send(
         click.echo("sent")
         return
     with _client(timeout, redis_url) as api:
+        if notify:
+            from .api.notify import parse_agent_id
+
+            agent = parse_agent_id(agent_id, "--agent-id (DINGTALK_AGENT_ID)") if agent_id else None
+            task_id = api.notify.send(message, agent_id=agent, user_ids=users)
+            click.echo(f"sent (work notification task {task_id})")
+            notice = api.notify.send_result(task_id, agent_id=agent)
+            _print_skipped(notice)
+            if not set(users) - set(notice.skipped_user_ids):
+                click.echo("nobody got the notification", err=True)
+                sys.exit(EXIT_REFUSED)
+            return
         if group:
             key = api.robot.send_to_group(group, message)
             click.echo(f"sent (processQueryKey {key})")
@@ -436,197 +498,16 @@ def _print_feed(feed: Any) -> None:
         click.echo(f"{datetime.now().strftime('%H:%M:%S')} {line}")
 
 
-# -- doctor ------------------------------------------------------------------------------------
-class _Report:
-    def __init__(self) -> None:
-        self.failed = False
-
-    def line(self, status: str, name: str, detail: str, hint: Optional[str] = None) -> None:
-        click.echo(f"[{status:^4}] {name}: {detail}")
-        if hint:
-            click.echo(f"       hint: {hint}")
-        if status == "FAIL":
-            self.failed = True
-
-
-def _redact_url(url: str) -> str:
-    """``url`` with any user:password@ masked (proxies and endpoints may carry one)."""
-    return re.sub(r"//[^/@]*@", "//***@", url)
-
-
-def _proxy_for(url: str, explicit: Optional[str]) -> Optional[str]:
-    if explicit:
-        return explicit
-    import requests.utils
-
-    if requests.utils.should_bypass_proxies(url, no_proxy=None):
-        return None
-    proxies = requests.utils.get_environ_proxies(url)
-    return proxies.get(urlsplit(url).scheme) or proxies.get("all")
-
-
-def _check_host(
-    report: _Report,
-    label: str,
-    url: str,
-    proxy: Optional[str],
-    ca_bundle: Optional[str],
-    timeout: float,
-) -> None:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        report.line(
-            "FAIL",
-            f"URL {label}",
-            f"{_redact_url(url)}: {exc}",
-            "fix the port in DINGTALK_OPENAPI_ENDPOINT / DINGTALK_OAPI_ENDPOINT",
-        )
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        address = str(infos[0][4][0])
-        report.line("ok", f"DNS {label}", f"{host} -> {address}")
-    except OSError as exc:
-        if proxy:
-            report.line(
-                "info",
-                f"DNS {label}",
-                f"{host} does not resolve here ({exc}); the proxy resolves it",
-            )
-        else:
-            report.line(
-                "FAIL",
-                f"DNS {label}",
-                f"{host} does not resolve ({exc})",
-                "check the network and DNS, or set HTTPS_PROXY if egress goes through a proxy",
-            )
-            return
-    if parts.scheme != "https":
-        report.line(
-            "skip",
-            f"TLS {label}",
-            f"{_redact_url(url)} is plain http:// (an emulator?); no TLS to check",
-        )
-        return
-    if proxy:
-        report.line(
-            "skip", f"TLS {label}", "traffic goes through the proxy; the token fetch checks it"
-        )
-        return
-    context = ssl.create_default_context(cafile=ca_bundle)
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                report.line(
-                    "ok", f"TLS {label}", f"{tls.version()} to {host}:{port}, certificate verified"
-                )
-    except ssl.SSLError as exc:
-        report.line(
-            "FAIL",
-            f"TLS {label}",
-            f"{exc}",
-            "a TLS-inspecting proxy or an old CA store; pass --ca-bundle (or REQUESTS_CA_BUNDLE)",
-        )
-    except OSError as exc:
-        report.line(
-            "FAIL",
-            f"TLS {label}",
-            f"cannot connect to {host}:{port} ({exc})",
-            "a firewall may block outbound 443; set HTTPS_PROXY if there is a proxy",
-        )
-
-
 @main.command(epilog=EXIT_HELP)
 @click.option("--proxy", help="Proxy URL to use instead of the environment's.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle file.")
 @click.option("--timeout", type=Seconds, default=5.0, show_default=True)
 def doctor(proxy: Optional[str], ca_bundle: Optional[str], timeout: float) -> None:
-    """Check credentials, DNS, TLS, proxy settings and a token fetch; print a hint per failure."""
-    report = _Report()
-    creds: Optional[Credentials] = None
-    try:
-        creds = Credentials.from_env()
-        report.line("ok", "credentials", f"client id {creds.client_id}, secret set (not shown)")
-    except ConfigurationError as exc:
-        report.line(
-            "FAIL", "credentials", str(exc), "export both variables, e.g. in the service's env file"
-        )
-    try:
-        endpoints = Endpoints.from_env()
-    except ConfigurationError as exc:
-        report.line(
-            "FAIL", "endpoints", str(exc), "fix DINGTALK_OPENAPI_ENDPOINT / DINGTALK_OAPI_ENDPOINT"
-        )
-        sys.exit(EXIT_REFUSED)
-    report.line(
-        "info",
-        "endpoints",
-        f"api {_redact_url(endpoints.api)}, oapi {_redact_url(endpoints.oapi)}",
-    )
-    env_proxies = [
-        f"{name}={_redact_url(os.environ[name])}"
-        for name in (
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "no_proxy",
-        )
-        if os.environ.get(name)
-    ]
-    if proxy:
-        report.line("info", "proxy", f"--proxy {_redact_url(proxy)} (overrides the environment)")
-    else:
-        report.line(
-            "info", "proxy", ", ".join(env_proxies) if env_proxies else "none configured (direct)"
-        )
-    for label, url in (("api", endpoints.api), ("oapi", endpoints.oapi)):
-        used = _proxy_for(url, proxy)
-        if used:
-            report.line("info", f"route {label}", f"via proxy {_redact_url(used)}")
-        _check_host(report, label, url, used, ca_bundle, timeout)
-    if creds is not None:
-        from .api import NO_RETRY, ApiClient
+    """Check credentials, DNS, TLS, proxy settings, a token fetch and a Stream gateway ticket
+    (and the gateway host's DNS and TLS); print a hint per failure."""
+    from .doctor import diagnose
 
-        api = ApiClient(
-            creds,
-            endpoints=endpoints,
-            timeout=timeout,
-            proxy=proxy,
-            ca_bundle=ca_bundle,
-            retry=NO_RETRY,
-        )
-        for kind in ("new", "old"):
-            try:
-                current = api.access_token(kind)
-                left = current.expires_at - time.time()
-                report.line("ok", f"token ({kind}-style)", f"fetched, valid for {left:.0f} s")
-            except TransportError as exc:
-                report.line(
-                    "FAIL", f"token ({kind}-style)", str(exc), "see the DNS/TLS/proxy lines above"
-                )
-            except ConfigurationError as exc:
-                report.line(
-                    "FAIL",
-                    f"token ({kind}-style)",
-                    str(exc),
-                    "fix DINGTALK_OPENAPI_ENDPOINT / DINGTALK_OAPI_ENDPOINT",
-                )
-            except DingSyncError as exc:
-                report.line(
-                    "FAIL",
-                    f"token ({kind}-style)",
-                    str(exc),
-                    "check DINGTALK_CLIENT_ID / DINGTALK_CLIENT_SECRET in the developer console "
-                    "(app -> Credentials & Basic Info)",
-                )
-        api.close()
-    if report.failed:
+    if not diagnose(proxy, ca_bundle, timeout):
         click.echo("some checks failed")
         sys.exit(EXIT_REFUSED)
     click.echo("all checks passed")

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     import requests
 
     from .api import ApiClient
-    from .messages import Message
+    from .api.cards import DeliverResult
+    from .card_replies import AiCardReply
+    from .messages import Message, MessageLike
 
 __all__ = ["Context", "WebhookPoster", "PostJson"]
 
@@ -79,6 +81,12 @@ class WebhookPoster:
         self.proxies = dict(proxies) if proxies else None
 
     def __call__(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        from .metrics import counting
+
+        with counting("session_webhook"):
+            return self._post(url, body)
+
+    def _post(self, url: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
         import requests
 
         # urllib3 logs each request line, query string included, at DEBUG; a session webhook's
@@ -290,6 +298,9 @@ class Context:
         offline = isinstance(self._post, _Recorder) and not msg.session_webhook
         live = bool(msg.session_webhook) and msg.session_webhook_valid(self._now())
         if body is not None and (live or offline):
+            from .limits import check_size
+
+            check_size("session webhook", body)
             try:
                 self._post(msg.session_webhook or "", body)
                 self.replies.append(body)
@@ -346,6 +357,12 @@ class Context:
 
     def _reply_through_api(self, msg: ChatbotMessage, message: Message) -> None:
         assert self.api is not None
+        if message.has_mentions:
+            # the robot OpenAPI cannot mention; a reply matters more than its @
+            self.logger.warning(
+                "replying through the OpenAPI, which cannot @-mention: sent without"
+            )
+            message = message.without_mentions()
         if msg.is_group:
             if not msg.conversation_id:
                 raise ConfigurationError("the message has no conversationId to reply to")
@@ -354,3 +371,76 @@ class Context:
             if not msg.sender_staff_id:
                 raise ConfigurationError("the message has no senderStaffId to reply to")
             self.api.robot.send_to_users([msg.sender_staff_id], message)
+
+    # -- card replies ----------------------------------------------------------------------
+    def reply_card(
+        self,
+        template_id: str,
+        card_data: Optional[Mapping[str, Any]] = None,
+        *,
+        fallback: Optional[MessageLike] = None,
+        out_track_id: Optional[str] = None,
+        private_data: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    ) -> Optional[DeliverResult]:
+        """Reply with an interactive card, in the group or 1:1 chat the message came from.
+
+        Cards go through the card OpenAPI (``ctx.api``); a session webhook cannot carry them.
+        Without ``ctx.api``, or when DingTalk refuses the card, ``fallback`` (a message or a
+        string) is sent with :meth:`reply` instead and None returned. Card callbacks arrive
+        through the Stream (``callbackType`` STREAM): subscribe with ``@route.card_callback``.
+
+        Example:
+            >>> ctx.reply_card("vote.schema", {"question": "Lunch?"},  # doctest: +SKIP
+            ...                fallback="Lunch? Answer yes or no")
+
+        Raises:
+            ConfigurationError: no ``ctx.api`` and no ``fallback``.
+            ApiError: DingTalk refused the card (or reached no space) and there is no fallback.
+        """
+        from .card_replies import send_card_reply
+
+        return send_card_reply(
+            self,
+            self._chatbot_message(),
+            template_id,
+            card_data,
+            fallback=fallback,
+            out_track_id=out_track_id,
+            private_data=private_data,
+        )
+
+    def reply_ai_card(
+        self,
+        template_id: str,
+        *,
+        key: str = "content",
+        card_data: Optional[Mapping[str, Any]] = None,
+        title: str = "Answer",
+        interval: float = 0.5,
+        error_text: Optional[str] = None,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> AiCardReply:
+        """Reply with an AI card whose ``key`` variable streams the text you append.
+
+        Updates are coalesced to one per ``interval`` seconds, the card is finalized on leaving
+        the block and marked failed if the block raises. Without ``ctx.api``, or when DingTalk
+        refuses the card, the text is sent as one markdown reply titled ``title`` at the end.
+
+        Example:
+            >>> with ctx.reply_ai_card("ai.schema") as card:  # doctest: +SKIP
+            ...     for chunk in llm.stream(msg.text):
+            ...         card.append(chunk)
+        """
+        from .card_replies import ai_card_reply
+
+        return ai_card_reply(
+            self,
+            self._chatbot_message(),
+            template_id,
+            key=key,
+            card_data=card_data,
+            title=title,
+            interval=interval,
+            error_text=error_text,
+            clock=clock,
+        )

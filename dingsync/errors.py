@@ -63,6 +63,8 @@ __all__ = [
     "ProtocolError",
     "ReconnectGaveUp",
     "UnsupportedMessage",
+    "MentionNotSupported",
+    "MessageTooLong",
     "WebhookSecurityError",
     "KeywordMissing",
     "TimestampInvalid",
@@ -302,6 +304,30 @@ class UnsupportedMessage(ConfigurationError):
     For example an :class:`~dingsync.messages.Image` sent to a session webhook or a custom
     group robot, which only carry text, markdown, link, actionCard and feedCard.
     """
+
+
+class MentionNotSupported(UnsupportedMessage):
+    """The message @-mentions someone and the chosen path cannot.
+
+    DingTalk's robot OpenAPI and work notifications have no mentions; only a custom robot's
+    webhook (:class:`~dingsync.WebhookRobot`) and a session webhook (``ctx.reply``) carry them.
+    """
+
+
+class MessageTooLong(ConfigurationError):
+    """The message is over the size limit of the path it was sent to (nothing was sent).
+
+    Attributes:
+        channel: the path ("robot 1:1", "robot group", "session webhook", ...).
+        size: the message's size, in bytes of UTF-8 as DingTalk counts it.
+        limit: the path's limit, in the same unit.
+    """
+
+    def __init__(self, message: str, *, channel: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.size = size
+        self.limit = limit
 
 
 class WebhookSecurityError(WebhookError):

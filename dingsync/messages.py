@@ -10,6 +10,10 @@ Each message renders itself for every path that can carry it:
   ``msgParam`` is a JSON **string** whose values are all strings.
 * :meth:`Message.to_work_notice` -> the snake_case ``msg`` object of work notifications (§6.1).
 
+@-mentions exist only on the two webhook paths; the robot OpenAPI and work notifications raise
+:class:`~dingsync.errors.MentionNotSupported` rather than send the text without them. Every send
+path checks the size DingTalk takes before sending (:mod:`dingsync.limits`).
+
 Example:
     >>> from dingsync import messages as m
     >>> m.Text("disk 91%", at_mobiles=["13800000000"]).to_webhook()["text"]
@@ -27,7 +31,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import attrs
 
-from .errors import ConfigurationError, UnsupportedMessage
+from .errors import ConfigurationError, MentionNotSupported, UnsupportedMessage
 
 __all__ = [
     "Message",
@@ -117,11 +121,30 @@ class Message:
         """Every visible text of the message (used for a custom robot's keyword check)."""
         return ""
 
+    @property
+    def has_mentions(self) -> bool:
+        """True when the message @-mentions someone (only Text and Markdown can)."""
+        return False
+
+    def without_mentions(self) -> Message:
+        """The message, mentioning nobody."""
+        return self
+
 
 def _with_mentions(text: str, user_ids: Sequence[str], mobiles: Sequence[str]) -> str:
     # DingTalk only highlights an @ when "@id" also appears in the text itself
     missing = [f"@{x}" for x in (*user_ids, *mobiles) if f"@{x}" not in text]
     return " ".join([text, *missing]) if missing else text
+
+
+def _refuse_mentions(message: Any, path: str) -> None:
+    if message.has_mentions:
+        raise MentionNotSupported(
+            f"{type(message).__name__} @-mentions (at_user_ids, at_mobiles, at_all) cannot go "
+            f"through {path}: DingTalk has no mentions there. Mentions work through a custom "
+            "robot's webhook (WebhookRobot; dingsync send with DINGTALK_WEBHOOK) and a session "
+            "webhook (ctx.reply); or send message.without_mentions()"
+        )
 
 
 def _at_block(user_ids: Sequence[str], mobiles: Sequence[str], at_all: bool) -> Dict[str, Any]:
@@ -152,14 +175,28 @@ class Text(Message):
         return body
 
     def to_openapi(self) -> Tuple[str, str]:
-        # the robot OpenAPI has no @-mentions (openapi.md §3.2); the text goes out without them
+        _refuse_mentions(self, "the robot OpenAPI")  # openapi.md §3.2
         return "sampleText", _dumps({"content": self.content})
 
     def to_work_notice(self) -> Dict[str, Any]:
+        _refuse_mentions(self, "a work notification")
         return {"msgtype": "text", "text": {"content": self.content}}
 
     def searchable_text(self) -> str:
         return self.content
+
+    @property
+    def has_mentions(self) -> bool:
+        return bool(self.at_user_ids or self.at_mobiles or self.at_all)
+
+    def without_mentions(self) -> Text:
+        """The same text, mentioning nobody.
+
+        Example:
+            >>> Text("hi", at_all=True).without_mentions().has_mentions
+            False
+        """
+        return attrs.evolve(self, at_user_ids=(), at_mobiles=(), at_all=False)
 
 
 @attrs.frozen
@@ -188,13 +225,28 @@ class Markdown(Message):
         return body
 
     def to_openapi(self) -> Tuple[str, str]:
+        _refuse_mentions(self, "the robot OpenAPI")
         return "sampleMarkdown", _dumps({"title": self.title, "text": self.text})
 
     def to_work_notice(self) -> Dict[str, Any]:
+        _refuse_mentions(self, "a work notification")
         return {"msgtype": "markdown", "markdown": {"title": self.title, "text": self.text}}
 
     def searchable_text(self) -> str:
         return f"{self.title}\n{self.text}"
+
+    @property
+    def has_mentions(self) -> bool:
+        return bool(self.at_user_ids or self.at_mobiles or self.at_all)
+
+    def without_mentions(self) -> Markdown:
+        """The same markdown, mentioning nobody.
+
+        Example:
+            >>> Markdown("t", "x", at_user_ids=["u1"]).without_mentions().at_user_ids
+            ()
+        """
+        return attrs.evolve(self, at_user_ids=(), at_mobiles=(), at_all=False)
 
 
 @attrs.frozen

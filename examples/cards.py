@@ -1,7 +1,7 @@
 """The card bot: send it a question, it posts a vote card; clicks update the card.
 
 Message the bot ``lunch at noon?`` and it creates an interactive card with that question (through
-``ctx.api.cards``, delivered to the chat the message came from). Each click on the card arrives as
+``ctx.reply_card``, delivered to the chat the message came from). Each click on the card arrives as
 a card callback; the handler answers with a :class:`dingsync.CardResponse`, and DingTalk applies
 the new card data to the card everyone sees.
 
@@ -26,7 +26,6 @@ import threading
 from typing import Dict, Mapping
 
 import dingsync
-from dingsync.api import group_space, robot_space
 from dingsync.api.cards import new_out_track_id
 
 __all__ = ["route", "tally", "TEMPLATE_ID", "VOTES"]
@@ -52,26 +51,18 @@ def tally(counts: Mapping[str, str], vote: str) -> Dict[str, str]:
 @route.chatbot
 def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
     """Post a vote card asking the message's text."""
-    if ctx.api is None:
-        ctx.reply_text("This bot needs the OpenAPI to post cards; run it with dingworker.")
-        return
     question = msg.text or "Vote?"
     out_track_id = new_out_track_id()
-    if msg.is_group and msg.conversation_id:
-        space = group_space(msg.conversation_id)
-    else:
-        space = robot_space(msg.sender_staff_id or "")
     with _lock:
         _counts[out_track_id] = {"yes": "0", "no": "0"}
-    result = ctx.api.cards.create_and_deliver(
+    result = ctx.reply_card(  # to this group, or to the sender's 1:1 chat with the robot
         TEMPLATE_ID,
-        out_track_id,
         {"question": question, "yes": "0", "no": "0", "status": "open"},
-        space,
+        out_track_id=out_track_id,
+        fallback=f"Vote: {question} (the card needs the OpenAPI: run this bot with dingworker)",
     )
-    if not result.ok:
-        ctx.logger.warning("card %s not delivered: %s", out_track_id, result.failed)
-    ctx.logger.info("posted card %s: %r", out_track_id, question)
+    if result is not None:
+        ctx.logger.info("posted card %s: %r", out_track_id, question)
 
 
 @route.card_callback

@@ -122,3 +122,19 @@ def test_callbacks_figure_runs_alone(tmp_path: Path) -> None:
     assert min(raw["rates"]["chatbot"] + raw["rates"]["event"]) > 0
     assert len(raw["cold_start_ms"]) == 3 and len(raw["fc_cold_start_ms"]) == 3
     assert min(raw["cold_start_cpu_ms"] + raw["fc_cold_start_cpu_ms"]) > 0
+
+
+def test_idle_figure_helpers_measure_a_live_process() -> None:
+    """Figure 8's parts: context switches of every thread of a process, and stop() of a
+    connected client that receives nothing."""
+    import os
+    import threading
+
+    from benchmarks._emulator import Gateway
+    from benchmarks.figures.idle import stop_ms, wakeups
+
+    before = wakeups(os.getpid())
+    threading.Event().wait(0.01)  # blocks, so this thread switches out at least once
+    assert wakeups(os.getpid()) > before
+    with Gateway() as gw:
+        assert 0 < stop_ms(gw) < 30_000

@@ -27,6 +27,9 @@ ELSEWHERE = {
     "# callbacks.py": "tests/callbacks/test_callback_readme.py",
     "# test_callbacks.py": "tests/callbacks/test_callback_readme.py",
     "# test_bot_offline.py": "tests/testing/test_builders.py",
+    "# card_bot.py": "tests/test_card_replies.py",
+    "# work_notice_snippet.py": "tests/api/test_work_notifications.py",
+    "# metrics_export.py": "tests/test_metrics.py",
 }
 
 

@@ -3,7 +3,8 @@
 - ``GET /healthz``: 200 when the source says healthy, else 503; the body is the source's details
   as JSON (for dingworker: the stream client's stats).
 - ``GET /metrics``: the same numbers in the Prometheus text exposition format (version 0.0.4),
-  written by hand so that the worker needs no metrics library.
+  written by hand so that the worker needs no metrics library; with the ``metrics`` extra, the
+  send counter of :mod:`dingsync.metrics` follows them.
 
 The server takes a ``health_source`` callable rather than a client, so it can be tested (and
 reused) without a connection.
@@ -28,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from dingsync.errors import ConfigurationError
+from dingsync.metrics import render as render_send_metrics  # messages sent (prometheus-client)
 
 __all__ = ["HealthServer", "HealthSource", "METRICS", "render_metrics"]
 
@@ -271,7 +273,7 @@ def _make_handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
                 healthy, details = owner.snapshot()
                 self._send(
                     200,
-                    render_metrics(healthy, details),
+                    render_metrics(healthy, details) + render_send_metrics(),
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
             else:

@@ -81,6 +81,8 @@ class ApiClient:
         clock: wall-clock seconds for token expiry (injectable).
         session: a ``requests.Session`` to use (adapters, mounts); default: a new one.
         token_margin: refresh tokens this many seconds before they expire.
+        agent_id: the app's AgentId for work notifications (``api.notify``); default
+            ``$DINGTALK_AGENT_ID``.
         pool_size: connections kept open per host (requests' ``pool_maxsize`` and
             ``pool_connections``). Set it to the number of threads that share this client
             (a worker's ``handler_threads``): with fewer, the extra threads' connections are
@@ -113,6 +115,7 @@ class ApiClient:
         session: Optional[requests.Session] = None,
         token_margin: float = DEFAULT_MARGIN,
         pool_size: int = DEFAULT_POOL_SIZE,
+        agent_id: Optional[int] = None,
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError(
@@ -144,7 +147,7 @@ class ApiClient:
         code = robot_code or credentials.client_id
         self.robot = RobotApi(self._http, robot_code=code)
         self.cards = CardsApi(self._http, robot_code=code)
-        self.notify = NotifyApi(self._http)
+        self.notify = NotifyApi(self._http, agent_id=agent_id)
         self.media = MediaApi(self._http)
 
     def access_token(self, kind: str = "new") -> AccessToken:

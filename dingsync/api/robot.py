@@ -14,7 +14,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import attrs
 
 from ..errors import ApiError, ConfigurationError, DingSyncError
+from ..limits import LIMITS, check_size
 from ..messages import MessageLike, as_message
+from ..metrics import counting
 from ._http import HttpCore
 
 __all__ = [
@@ -31,7 +33,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_USERS_PER_CALL = 20
-MAX_GROUP_PARAM_BYTES = 15_000
+MAX_GROUP_PARAM_BYTES = LIMITS["robot group"]
 
 Progress = Callable[[int, Optional[int]], Any]
 
@@ -168,6 +170,7 @@ class RobotApi:
         if not ids:
             raise ConfigurationError("user_ids is empty")
         msg_key, msg_param = as_message(message).to_openapi()
+        check_size("robot 1:1", msg_param)
         keys: List[str] = []
         invalid: List[str] = []
         throttled: List[str] = []
@@ -175,17 +178,18 @@ class RobotApi:
         for start in range(0, len(ids), MAX_USERS_PER_CALL):
             chunk = ids[start : start + MAX_USERS_PER_CALL]
             try:
-                body = self._http.api(
-                    "POST",
-                    "/v1.0/robot/oToMessages/batchSend",
-                    json={
-                        "robotCode": self.robot_code,
-                        "userIds": chunk,
-                        "msgKey": msg_key,
-                        "msgParam": msg_param,
-                    },
-                    idempotent=False,
-                )
+                with counting("robot_api"):
+                    body = self._http.api(
+                        "POST",
+                        "/v1.0/robot/oToMessages/batchSend",
+                        json={
+                            "robotCode": self.robot_code,
+                            "userIds": chunk,
+                            "msgKey": msg_key,
+                            "msgParam": msg_param,
+                        },
+                        idempotent=False,
+                    )
             except DingSyncError as exc:
                 # say exactly who got the message, who may have, and who did not
                 maybe = bool(getattr(exc, "maybe_sent", False))
@@ -232,13 +236,15 @@ class RobotApi:
     ) -> str:
         """Send to a group the robot is in; returns the ``processQueryKey``.
 
-        The OpenAPI has no @-mentions; mentions in the message are left out (use a webhook).
+        The OpenAPI has no @-mentions: a message with mentions raises MentionNotSupported
+        (send it through a WebhookRobot or a session webhook instead).
 
         Example:
             >>> api.robot.send_to_group("cid123==", m.Markdown("Report", "all green"))  # doctest: +SKIP
 
         Raises:
-            ConfigurationError: the message is over the 15,000-byte limit (nothing sent).
+            MessageTooLong: the message is over the 15,000-byte limit (nothing sent).
+            MentionNotSupported: the message @-mentions someone (nothing sent).
         """
         return self._send_to_conversation(
             "/v1.0/robot/groupMessages/send", open_conversation_id, message, cool_app_code
@@ -272,12 +278,7 @@ class RobotApi:
     ) -> str:
         _require(open_conversation_id, "open_conversation_id")
         msg_key, msg_param = as_message(message).to_openapi()
-        size = len(msg_param.encode("utf-8"))
-        if size > MAX_GROUP_PARAM_BYTES:
-            raise ConfigurationError(
-                f"the message is {size} bytes; DingTalk allows {MAX_GROUP_PARAM_BYTES} "
-                "bytes of msgParam per group or private-chat message"
-            )
+        check_size("robot group" if "group" in path else "robot private chat", msg_param)
         payload: Dict[str, Any] = {
             "robotCode": self.robot_code,
             "openConversationId": open_conversation_id,
@@ -286,7 +287,8 @@ class RobotApi:
         }
         if cool_app_code:
             payload["coolAppCode"] = cool_app_code
-        body = self._http.api("POST", path, json=payload, idempotent=False)
+        with counting("robot_api"):
+            body = self._http.api("POST", path, json=payload, idempotent=False)
         return str(body.get("processQueryKey", ""))
 
     def recall_users(self, process_query_keys: Sequence[str]) -> RecallResult:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import os
 import threading
@@ -50,7 +49,9 @@ from ..errors import (
     WebhookSecurityError,
     WebhookThrottled,
 )
+from ..limits import LIMITS, check_size
 from ..messages import Message, MessageLike, as_message
+from ..metrics import counting
 from ..ratelimit import SHARED_WINDOW, FileRateLimiter, MemoryRateLimiter, RateLimiter
 from ._envelopes import decode_old, json_body
 from ._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, Budget, HttpCore, RetryPolicy, Timeout
@@ -70,7 +71,7 @@ MESSAGES_PER_MINUTE = 20
 PENALTY_SECONDS = 600.0
 # DingTalk publishes no size limit for custom robots; 20 KB of JSON is what common clients cap
 # at, and a refusal is better found here than as a message that never shows up
-MAX_WEBHOOK_BYTES = 20_000
+MAX_WEBHOOK_BYTES = LIMITS["custom robot"]
 _WINDOW = SHARED_WINDOW
 _THROTTLE_CODES = {"410100", "130101", "660026"}
 _NOT_FOUND_CODES = {"300005", "400101", "300001", "400102", "400106", "400013"}
@@ -301,12 +302,7 @@ class WebhookRobot:
         body = msg.to_webhook()
         self._check_keywords(msg)
         body["msgUuid"] = msg_uuid or uuid.uuid4().hex
-        size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
-        if size > MAX_WEBHOOK_BYTES:
-            raise ConfigurationError(
-                f"the message is {size} bytes; custom robots take at most {MAX_WEBHOOK_BYTES} "
-                "(nothing was sent): shorten it, split it, or send a link to the full text"
-            )
+        check_size("custom robot", body)
         # one deadline for the whole send, waits for a slot included; a max_wait raised above
         # it (to wait out a penalty) raises the deadline with it
         budget = Budget(max(self._http.retry.deadline, self._max_wait))
@@ -339,7 +335,8 @@ class WebhookRobot:
                 raise
             return answer
 
-        self._http.retrying(attempt, idempotent=True, budget=budget)
+        with counting("custom_robot"):
+            self._http.retrying(attempt, idempotent=True, budget=budget)
         return str(body["msgUuid"])
 
     def _query(self) -> Dict[str, str]:

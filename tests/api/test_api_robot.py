@@ -107,7 +107,7 @@ def test_group_send_records_the_message(dingtalk: FakeDingTalk, api: ApiClient) 
 
 def test_oversized_group_message_is_refused_locally(dingtalk: FakeDingTalk, api: ApiClient) -> None:
     """Over 15,000 bytes of msgParam fails before any request, naming the limit."""
-    with pytest.raises(ConfigurationError, match="15000"):
+    with pytest.raises(ConfigurationError, match="15,000"):
         api.robot.send_to_group("cid1", m.Text("字" * 6000))
     assert dingtalk.count("POST", "/v1.0/robot/groupMessages/send") == 0
 

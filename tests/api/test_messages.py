@@ -14,14 +14,14 @@ from dingsync.errors import ConfigurationError, UnsupportedMessage
 
 
 def test_text_renders_for_webhook_and_openapi() -> None:
-    """Mentions go in the at block and into the text; the OpenAPI form has no mentions."""
+    """Mentions go in the at block and into the text; the OpenAPI form is the text alone."""
     msg = m.Text("disk 91%", at_user_ids=["manager593"], at_mobiles=["13800000000"], at_all=False)
     assert msg.to_webhook() == {
         "msgtype": "text",
         "text": {"content": "disk 91% @manager593 @13800000000"},
         "at": {"atUserIds": ["manager593"], "atMobiles": ["13800000000"], "isAtAll": False},
     }
-    assert msg.to_openapi() == ("sampleText", '{"content":"disk 91%"}')
+    assert msg.without_mentions().to_openapi() == ("sampleText", '{"content":"disk 91%"}')
 
 
 def test_mentions_already_in_the_text_are_not_repeated() -> None:

@@ -13,9 +13,9 @@ import pytest
 
 from dingworker.health import HealthServer, render_metrics
 
-_SAMPLE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{app="[^"\\]*"\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$'
-)
+# labels: ``app`` on the worker's own samples; ``channel`` and ``outcome`` on the send counter
+# of dingsync.metrics (prometheus-client), which follows them
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$")
 
 
 def parse_prometheus(text: str) -> Dict[str, Tuple[str, float]]:
