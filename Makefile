@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-oldest test-newest demo lint typecheck bench bench-quick soak clean
+.PHONY: test test-oldest test-newest demo lint typecheck bench bench-quick soak screenshots bench-chat clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,testing,redis]'
+	$(BIN)/pip install -q -e '.[dev,testing,redis,browser]'
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -31,7 +31,7 @@ OLDEST_WEBSOCKET_CLIENT := $(shell sed -n 's/^ *websocket-client>=\([0-9.]*\),.*
 test-oldest:
 	$(OLDEST) -m venv .venv-oldest
 	.venv-oldest/bin/pip install -q --upgrade pip
-	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis]'
+	.venv-oldest/bin/pip install -q -e '.[dev,testing,redis,browser]'
 	.venv-oldest/bin/pytest -q
 	.venv-oldest/bin/pip install -q 'websocket-client==$(OLDEST_WEBSOCKET_CLIENT).*'
 	.venv-oldest/bin/pytest -q tests/stream tests/conformance
@@ -41,7 +41,7 @@ NEWEST ?= python3.13
 test-newest:
 	$(NEWEST) -m venv .venv-newest
 	.venv-newest/bin/pip install -q --upgrade pip
-	.venv-newest/bin/pip install -q -e '.[dev,testing,redis]'
+	.venv-newest/bin/pip install -q -e '.[dev,testing,redis,browser]'
 	.venv-newest/bin/pytest -q
 
 # The demo needs only dingsync and its testing extra (the emulator), not the development tools:
@@ -83,6 +83,14 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+
+# The README's picture of the chat window, taken in Chromium (apt-get install chromium).
+screenshots: $(STAMP)
+	$(BIN)/python -m benchmarks.chat_screenshot docs/chat-window.png
+
+# The chat window's page weight and first render in Chromium.
+bench-chat: $(STAMP)
+	$(BIN)/python -m benchmarks.chat_page
 
 soak: $(STAMP)
 	DINGSYNC_SOAK=full $(BIN)/pytest -m soak tests/soak -q -s

@@ -383,6 +383,26 @@ EMULATOR_GROUP = "cidEmulatorGroup=="
 _FEED_TICK = 0.2  # how often the emulator command looks for new messages to print
 
 
+def _sdk_hints(api_base: str) -> str:
+    """How to point each official Stream SDK at an emulator whose API is at ``api_base``.
+
+    Example:
+        >>> print(_sdk_hints("http://127.0.0.1:8000").splitlines()[0])
+        Official SDKs:
+    """
+    return (
+        "Official SDKs:\n"
+        "  Python (dingtalk-stream): reads DINGTALK_OPENAPI_ENDPOINT (above); run the bot unchanged.\n"
+        f'  Go: client.NewStreamClient(client.WithOpenApiHost("{api_base}"), ...).\n'
+        "  Node and Java hard-code their gateway URL (Node: GATEWAY_URL in src/constants.ts; "
+        "Java: only\n"
+        "  api.dingtalk.com and its pre/oversea hosts). Redirect them by patching that constant "
+        "(Node),\n"
+        "  or by resolving api.dingtalk.com to a local TLS proxy in front of "
+        f"{api_base} (both)."
+    )
+
+
 @main.command(epilog=EXIT_HELP)
 @click.option("--client-id", default="test-client-id", show_default=True)
 @click.option("--client-secret", default="test-client-secret", show_default=True)
@@ -444,6 +464,7 @@ def emulator(
         click.echo(f"  new-style API (api): {fake.api_base}")
         click.echo(f"  old-style API (oapi): {fake.oapi_base}")
         click.echo(f"  groups the robot is in: {', '.join(sorted(fake.conversations))}")
+        click.echo(f"  chat window: {fake.api_base}/")
         for token_value in webhooks:
             url = fake.add_webhook_robot(token_value, secret=webhook_secret)
             click.echo(f"  custom robot: {url}")
@@ -459,6 +480,7 @@ def emulator(
         click.echo("Point dingsync (or the official SDK) at it with:")
         for name, value in fake.env().items():
             click.echo(f"export {name}={value}")
+        click.echo(_sdk_hints(fake.api_base))
         click.echo("Press Ctrl-C to stop. Each message it receives is printed below.")
         while True:
             _print_feed(feed)

@@ -52,6 +52,7 @@ RUN_HERE = {
     _block_with("client.start()          # background thread"),
     _block_with("@route.card_callback"),
     _block_with("api.robot.send_to_group("),
+    _python_block("# test_transcripts.py"),
 }
 
 
@@ -148,3 +149,27 @@ def test_the_sending_block_sends_through_every_channel(
     assert webhook.body["at"]["atMobiles"] == ["13800000000"]
     (card,) = dingtalk.cards.values()
     assert card.status == "finished" and "The build is green." in card.streams.values()
+
+
+def test_transcript_block_replays_a_saved_chat(
+    dingtalk: FakeDingTalk,
+    bot: types.ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The "Chat with your bot" test replays a chat with the quickstart bot as written."""
+    import json
+
+    from dingsync.testing import record_transcript
+
+    with dingsync.StreamClient(dingtalk.credentials, bot.route, endpoints=dingtalk.endpoints):
+        dingtalk.wait_for_ack(dingtalk.push_chatbot("hello", conversation_id="cid-readme"))
+        dingtalk.wait_for_reply()
+    saved = tmp_path / "tests" / "transcripts" / "hello.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(record_transcript(dingtalk, "cid-readme")))
+    monkeypatch.chdir(tmp_path)
+    namespace: Dict[str, object] = {}
+    block = _python_block("# test_transcripts.py")
+    exec(compile(block, "README:test_transcripts.py", "exec"), namespace)  # noqa: S102
+    namespace["test_saved_chat"]()  # type: ignore[operator]

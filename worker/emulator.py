@@ -98,6 +98,7 @@ def start_emulator(router: dingsync.Router, log_format: str) -> Any:
     except ImportError as exc:
         raise dingsync.ConfigurationError(missing_extra("--emulator", "testing", exc)) from None
     fake = FakeDingTalk().start()
+    click.echo(f"chat with your bot: {fake.api_base}/")
     click.echo(f"{EMULATOR_LINE_PREFIX}{fake.api_base}")
     sys.stdout.flush()
     lines = banner(router, fake.api_base)

@@ -48,6 +48,14 @@ from .builders import (
     event,
     event_frame,
 )
+from .transcripts import (
+    ReplayResult,
+    assert_transcript,
+    load_transcript,
+    record_transcript,
+    replay_transcript,
+    running_router,
+)
 
 if TYPE_CHECKING:
     from ._fake import Failure, FakeDingTalk
@@ -85,6 +93,13 @@ __all__ = [
     "WorkNotice",
     "MediaFile",
     "StoredFile",
+    # transcripts: a chat saved from the chat window, replayed as a test
+    "ReplayResult",
+    "assert_transcript",
+    "load_transcript",
+    "record_transcript",
+    "replay_transcript",
+    "running_router",
 ]
 
 _NEEDS_EXTRA = frozenset({"FakeDingTalk", "Failure"})

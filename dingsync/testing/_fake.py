@@ -71,6 +71,8 @@ class _HttpCore:
         self._threads: List[threading.Thread] = []
         self._started = False
         self.requests: Deque[Request] = deque(maxlen=100_000)
+        # What each request was answered (the chat window's inspector shows both halves).
+        self.exchanges: Deque[Tuple[Request, Response]] = deque(maxlen=10_000)
         self._counts: Counter[Tuple[str, str]] = Counter()
         self._failures: Dict[Tuple[str, str], Deque[Optional[Failure]]] = defaultdict(deque)
         self._tokens: Dict[str, _Token] = {}  # "new" / "old" -> current token
@@ -284,6 +286,12 @@ class _HttpCore:
 
     # -- dispatch (called by the HTTP handler threads) -------------------------------------
     def _dispatch(self, request: Request) -> Optional[Response]:
+        response = self._answer(request)
+        if response is not None and response.stream is None:
+            self.exchanges.append((request, response))
+        return response
+
+    def _answer(self, request: Request) -> Optional[Response]:
         key = (request.method, request.path)
         with self._lock:
             self.requests.append(request)
@@ -363,6 +371,9 @@ def _make_handler(fake: _HttpCore, host: str) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.close()
                 return
+            if response.stream is not None:
+                self._stream(response)
+                return
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
@@ -371,6 +382,24 @@ def _make_handler(fake: _HttpCore, host: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)
+
+        def _stream(self, response: Response) -> None:
+            assert response.stream is not None
+            self.close_connection = True
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+
+            def write(chunk: bytes) -> None:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+
+            try:
+                response.stream(write)
+            except (ConnectionError, TimeoutError):
+                pass  # the browser went away
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 Host = str  # "api" | "oapi"
+Write = Callable[[bytes], None]
 
 
 class BadJson(Exception):
@@ -62,12 +63,17 @@ class Request:
 
 @attrs.frozen
 class Response:
-    """What a route answers. ``body`` is bytes; use :func:`json_response` for JSON."""
+    """What a route answers. ``body`` is bytes; use :func:`json_response` for JSON.
+
+    ``stream``, when set, replaces ``body``: it is called with a ``write(bytes)`` that sends and
+    flushes a chunk at once, and the connection closes when it returns (Server-Sent Events).
+    """
 
     status: int = 200
     body: bytes = b""
     headers: Mapping[str, str] = attrs.field(factory=dict)
     content_type: str = "application/json;charset=utf-8"
+    stream: Optional[Callable[[Write], None]] = attrs.field(default=None, repr=False)
 
 
 Handler = Callable[["FakeDingTalk", Request], Response]

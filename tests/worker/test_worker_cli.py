@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -162,7 +163,9 @@ def test_factory_runs_against_the_emulator_and_exits_after_max_runtime() -> None
         ]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].startswith("DINGSYNC_EMULATOR=http://127.0.0.1:")
+    first, second = result.stdout.splitlines()[:2]
+    assert re.fullmatch(r"chat with your bot: http://127\.0\.0\.1:\d+/", first)
+    assert second == "DINGSYNC_EMULATOR=" + first.split(": ", 1)[1].rstrip("/")
     assert "/_emulator/chatbot" in result.stderr
     assert "stopped cleanly" in result.stderr
 

@@ -44,7 +44,7 @@ def test_emulator_with_json_logs_writes_only_json_on_stderr(
     workers: List[Worker],  # noqa: F811
 ) -> None:
     worker = start(workers, {}, "--emulator", "--log-format", "json")
-    base = first_stdout_line(worker).split("=", 1)[1]
+    base = first_stdout_line(worker).split(": ", 1)[1].rstrip("/")  # the chat window URL
     worker.wait_for_log("connected to")
     request = urllib.request.Request(
         base + "/_emulator/chatbot",
@@ -59,7 +59,7 @@ def test_emulator_with_json_logs_writes_only_json_on_stderr(
     records = [json.loads(line) for line in worker.stderr]  # each line is one JSON object
     banner = [r for r in records if "/_emulator/chatbot" in r["message"]]
     assert banner and banner[0]["logger"] == "dingworker"
-    assert worker.stdout == [f"DINGSYNC_EMULATOR={base}"]
+    assert worker.stdout == [f"chat with your bot: {base}/", f"DINGSYNC_EMULATOR={base}"]
 
 
 def test_banner_offers_what_the_router_handles(workers: List[Worker]) -> None:  # noqa: F811

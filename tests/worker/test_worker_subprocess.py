@@ -271,13 +271,17 @@ def test_json_log_lines(fake: FakeDingTalk, workers: List[Worker]) -> None:
 
 
 def test_emulator_flag_prints_its_address_first_and_takes_messages(workers: List[Worker]) -> None:
-    """--emulator: the first stdout line is the address; the control API drives the bot."""
+    """--emulator: stdout starts with the chat window URL, then the address; the control API
+    drives the bot."""
     worker = start(workers, {}, "--emulator")
     deadline = time.monotonic() + 5
     while not worker.stdout and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert worker.stdout and worker.stdout[0].startswith("DINGSYNC_EMULATOR=http://127.0.0.1:")
-    base = worker.stdout[0].split("=", 1)[1]
+    while len(worker.stdout) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.stdout[0].startswith("chat with your bot: http://127.0.0.1:")
+    assert worker.stdout[1].startswith("DINGSYNC_EMULATOR=http://127.0.0.1:")
+    base = worker.stdout[1].split("=", 1)[1]
     assert "curl" in worker.wait_for_log("/_emulator/chatbot")
 
     request = urllib.request.Request(
