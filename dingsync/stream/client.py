@@ -126,6 +126,7 @@ class StreamClient:
             size=config.concurrency,
             capacity=config.concurrency + config.max_pending,
             on_idle=self._on_idle,
+            on_backlog=lambda: self._keepalive.wake(),
         )
         self._reader = Reader(
             credentials=credentials,
@@ -144,7 +145,7 @@ class StreamClient:
             interval=config.ping_interval,
             dead_after=config.dead_after,
             clock=clock,
-            tick=self._drain_tick,
+            tick=self._tick,
         )
         self._http: Optional[requests.Session] = None
         self.error: Optional[BaseException] = None
@@ -371,9 +372,14 @@ class StreamClient:
         if self._stopping.is_set():
             self._keepalive.wake()
 
+    def _tick(self, now: float) -> Optional[float]:
+        """On the keepalive: grow the pool if handlers stall, and end a drain; returns when
+        to look again."""
+        dues = [d for d in (self._pool.grow_if_stalled(now), self._drain_tick(now)) if d]
+        return min(dues) if dues else None
+
     def _drain_tick(self, now: float) -> Optional[float]:
-        """On the keepalive: end the drain once no handler runs or time is up; else return
-        the deadline, when to look again."""
+        """End the drain once no handler runs or time is up; else return the deadline."""
         if not self._stopping.is_set() or self._drained.is_set():
             return None
         deadline = self._deadline if self._deadline is not None else now

@@ -105,8 +105,9 @@ class Keepalive:
     """The ``dingsync-keepalive`` thread, the one thread that acts on time: it pings a
     connection quiet for half an ``interval`` once an ``interval`` has passed since its last
     ping, aborts one silent for ``dead_after``, closes a retiring one at its ``retire_at``,
-    and calls ``tick``, the client's drain check (which returns when to call it again). It
-    never waits for a lock a writer holds, and sleeps until the next thing is due.
+    and calls ``tick``, the client's own timed checks (the handler pool's growth, the drain),
+    which returns when to call it again. It never waits for a lock a writer holds, and sleeps
+    until the next thing is due.
 
     Example:
         >>> keepalive = Keepalive(lambda: [conn], interval=10.0, dead_after=25.0)

@@ -1,11 +1,13 @@
-"""The handler pool: ``size`` threads, started with the client, behind a queue of at most
-``capacity`` jobs (a reader submitting one more waits: backpressure). A job never kills its
-thread: whatever it raises, ``BaseException`` included, is logged and the thread goes on.
+"""The handler pool: threads behind a queue of at most ``capacity`` jobs (a reader submitting one
+more waits: backpressure). A job never kills its thread: whatever it raises, ``BaseException``
+included, is logged and the thread goes on.
 
-The threads start before any message: starting one costs its starter a wait for the new
-thread to be scheduled, and a reader that paid it for each thread in a burst answered the
-SYSTEM ping behind the burst tens of milliseconds late on a busy machine. Idle threads block on
-the queue and never wake.
+Two threads start with the client; up to ``size`` start when handlers stall, that is when jobs
+wait for a thread and none has finished for ``stall_after`` (10 ms): the keepalive, the client's
+timer thread, looks (:meth:`HandlerPool.grow_if_stalled`) after the reader reports a backlog.
+Why not more threads at once, or on the reader: quick handlers run no faster on more threads
+(they take turns on the GIL, and a burst ran at half speed on 16), and a reader that waited
+for each new thread to be scheduled answered the SYSTEM ping behind a burst late.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ _STOP = object()
 class HandlerPool:
     """Runs ``run(job)`` on up to ``size`` threads (``<name>-1`` ...).
 
-    ``on_idle`` is called (on a handler thread) whenever the last job in flight finishes.
+    ``on_idle`` is called (on a handler thread) whenever the last job in flight finishes;
+    ``on_backlog`` (on the submitting thread) when jobs start to wait for a thread.
 
     Example:
         >>> done = threading.Event()
@@ -42,13 +45,21 @@ class HandlerPool:
         size: int,
         capacity: int,
         name: str = "dingsync-handler",
+        eager: int = 2,
+        stall_after: float = 0.01,
         on_idle: Optional[Callable[[], None]] = None,
+        on_backlog: Optional[Callable[[], None]] = None,
     ) -> None:
         self._run = run
         self._size = max(size, 1)
         self._capacity = max(capacity, self._size)
         self._name = name
+        self._eager = min(max(eager, 1), self._size)
+        self._stall_after = stall_after
         self._on_idle = on_idle
+        self._on_backlog = on_backlog
+        self._finished = 0  # jobs done, changed under _lock
+        self._look: Optional[tuple[float, int]] = None  # a backlog seen: (when, _finished then)
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -63,15 +74,15 @@ class HandlerPool:
         return self._in_flight
 
     def start(self) -> None:
-        """Start the threads; one the OS refuses is logged, and tried again on a later job."""
+        """Start the first threads; one the OS refuses is logged and tried again later."""
         with self._lock:
-            while len(self._threads) < self._size and self._spawn():
+            while len(self._threads) < self._eager and self._spawn():
                 pass
 
     def submit(self, job: Any, *, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Queue ``job``, waiting while the pool is full. False (the job is not queued) once
-        the pool is closed, when ``give_up()`` turns true while waiting (checked whenever
-        :meth:`wake` is called or a job finishes), or when no handler thread can be started."""
+        the pool is closed, or when ``give_up()`` turns true while waiting (checked whenever
+        :meth:`wake` is called or a job finishes)."""
         with self._lock:
             while self._in_flight >= self._capacity and not self._closed and not give_up():
                 self._waiting += 1
@@ -81,13 +92,35 @@ class HandlerPool:
                     self._waiting -= 1
             if self._closed or self._in_flight >= self._capacity:
                 return False
-            if self._in_flight >= len(self._threads) < self._size:
-                self._spawn()
-                if not self._threads:
-                    return False
             self._in_flight += 1
             self._queue.put(job)
+            backlog = self._in_flight > len(self._threads) and self._look is None
+            if backlog:
+                self._look = (-1.0, self._finished)  # the next look starts the clock
+        if backlog and self._on_backlog is not None:
+            self._on_backlog()
         return True
+
+    def grow_if_stalled(self, now: float) -> Optional[float]:
+        """Start threads for the waiting jobs if none finished for ``stall_after``; returns
+        when to look again (None: no backlog)."""
+        with self._lock:
+            look, waiting = self._look, self._in_flight - len(self._threads)
+            if look is None or waiting <= 0 or self._closed:
+                self._look = None
+                return None
+            since, finished = look
+            if since < 0 or finished != self._finished:  # handlers make progress: wait
+                self._look = (now, self._finished)
+                return now + self._stall_after
+            if now - since < self._stall_after:
+                return since + self._stall_after
+            for _ in range(min(waiting, self._size - len(self._threads))):
+                if not self._spawn():  # logged; tried again in a second, not every 10 ms
+                    self._look = (now, self._finished)
+                    return now + 1.0
+            self._look = None
+            return None
 
     @property
     def full(self) -> bool:
@@ -114,7 +147,7 @@ class HandlerPool:
         thread = threading.Thread(target=self._work, name=f"{self._name}-{number}", daemon=True)
         try:
             thread.start()
-        except RuntimeError as exc:  # the OS refused a thread: tried again on the next job
+        except RuntimeError as exc:  # the OS refused a thread: tried again at the next look
             log.error("cannot start handler thread %d: %s", number, exc)
             return False
         self._threads.append(thread)
@@ -132,6 +165,7 @@ class HandlerPool:
                 log.exception("internal error in a handler thread")
             with self._lock:
                 self._in_flight -= 1
+                self._finished += 1
                 idle = not self._in_flight
                 if self._waiting:
                     self._changed.notify_all()

@@ -247,14 +247,14 @@ def test_a_handler_thread_the_os_refuses_is_logged_and_tried_again(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """When no handler thread can start (not with the client, not for the first message), the
-    message is left unacked for DingTalk to deliver again and the failure is logged; the
-    next message starts a thread and is handled."""
+    """No handler thread can start at first (not with the client, not on the first retry):
+    each refusal is logged, the message waits in the queue, and it is handled (once) as soon
+    as the keepalive gets a thread started."""
     route = dingsync.Router()
     calls = Calls()
     route.chatbot(lambda msg, ctx: calls.add(msg.text))
     real_start = threading.Thread.start
-    refusals = [1] * 2  # the first thread at the start, then the first message's try
+    refusals = [1] * 2  # the first thread at the start, then the keepalive's first try
     refused_all = threading.Event()
 
     def start(thread: threading.Thread) -> None:
@@ -268,15 +268,39 @@ def test_a_handler_thread_the_os_refuses_is_logged_and_tried_again(
     monkeypatch.setattr(threading.Thread, "start", start)
     with caplog.at_level(logging.ERROR, logger="dingsync"):
         client = make_client(route, concurrency=2)
-        refused = dingtalk.push_chatbot("refused")
+        waited = dingtalk.push_chatbot("waited")
         assert refused_all.wait(5)
-        # The reader takes frames in order: once this one is acked, the refused one was seen.
-        assert dingtalk.wait_for_ack(dingtalk.push_chatbot("handled"))["code"] == 200
+        assert dingtalk.wait_for_ack(waited)["code"] == 200
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "cannot start handler thread" in m]) == 2
-    assert any("not handled: no handler thread" in m for m in messages)
-    assert acks_for(dingtalk, refused) == []
-    assert calls.items == ["handled"] and client.connected
+    assert calls.items == ["waited"] and client.connected
+
+
+def test_threads_beyond_the_first_two_start_only_when_handlers_stall(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """Quick handlers stay on the first two threads, however many messages come; handlers
+    that block get up to `concurrency` threads, started by the keepalive."""
+    route = dingsync.Router()
+    names = Calls()
+    release, blocking = threading.Event(), threading.Semaphore(0)
+
+    @route.chatbot
+    def on_message(msg: dingsync.ChatbotMessage, ctx: dingsync.Context) -> None:
+        names.add(threading.current_thread().name)
+        if msg.text.startswith("block"):
+            blocking.release()
+            release.wait(10)
+
+    make_client(route, concurrency=6)
+    dingtalk.wait_for_acks(dingtalk.push_many(300), timeout=10)
+    assert len(set(names.items)) <= 2
+    blocked = [dingtalk.push_chatbot(f"block {i}") for i in range(6)]
+    for _ in blocked:  # all six run at once: the pool grew to six threads
+        assert blocking.acquire(timeout=5)
+    release.set()
+    dingtalk.wait_for_acks(blocked, timeout=10)
+    assert len(set(names.items)) == 6
 
 
 def test_a_stop_while_connecting_leaves_no_connection_open(
