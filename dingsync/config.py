@@ -243,8 +243,9 @@ class StreamConfig:
     """Settings of :class:`dingsync.StreamClient`.
 
     Args:
-        concurrency: handler threads (they wait for messages from the start); replies share
-            an HTTP connection pool of this size. Frames beyond
+        concurrency: handler threads, at most: two start with the client, more when
+            handlers stall (messages wait and none finished for 10 ms); replies share an HTTP
+            connection pool of this size. Frames beyond
             ``concurrency + max_pending`` make the reader wait (backpressure) instead of
             queueing without bound. ``concurrency=1`` runs every handler in order.
         max_pending: frames read and waiting for a handler thread.
