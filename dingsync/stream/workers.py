@@ -45,7 +45,7 @@ class HandlerPool:
         size: int,
         capacity: int,
         name: str = "dingsync-handler",
-        eager: int = 2,
+        eager: int = 1,
         stall_after: float = 0.01,
         on_idle: Optional[Callable[[], None]] = None,
         on_backlog: Optional[Callable[[], None]] = None,
@@ -115,7 +115,9 @@ class HandlerPool:
                 return now + self._stall_after
             if now - since < self._stall_after:
                 return since + self._stall_after
-            for _ in range(min(waiting, self._size - len(self._threads))):
+            # At most double: a handler that only lost the GIL for a while looks stalled too,
+            # and quick handlers run slower on many threads.
+            for _ in range(min(waiting, self._size - len(self._threads), len(self._threads) or 1)):
                 if not self._spawn():  # logged; tried again in a second, not every 10 ms
                     self._look = (now, self._finished)
                     return now + 1.0
