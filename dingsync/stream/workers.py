@@ -121,8 +121,11 @@ class HandlerPool:
                 if not self._spawn():  # logged; tried again in a second, not every 10 ms
                     self._look = (now, self._finished)
                     return now + 1.0
-            self._look = None
-            return None
+            if self._in_flight <= len(self._threads) or len(self._threads) >= self._size:
+                self._look = None
+                return None
+            self._look = (now, self._finished)  # jobs still wait: look again
+            return now + self._stall_after
 
     @property
     def full(self) -> bool:
