@@ -33,6 +33,7 @@ class HandlerPool:
     Example:
         >>> done = threading.Event()
         >>> pool = HandlerPool(lambda job: done.set(), size=2, capacity=4)
+        >>> pool.start()
         >>> pool.submit("job"), done.wait(5.0)
         (True, True)
         >>> pool.close()
