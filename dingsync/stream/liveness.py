@@ -63,6 +63,12 @@ class Counters:
         with self._lock:
             self._values[name] += delta
 
+    def frame(self, at: Optional[float]) -> None:
+        """A frame arrived at ``at`` (one lock for both counters: this is per frame)."""
+        with self._lock:
+            self._values["frames_received"] += 1
+            self._values["last_frame_at"] = at
+
     def at(self, name: str, when: Optional[float]) -> None:
         """Keep the latest time of ``name`` (``last_frame_at``, ``last_alive_at``)."""
         if when is not None:

@@ -218,8 +218,7 @@ class Reader:
 
     def _handle_raw(self, raw: bytes, conn: Connection) -> Optional[Connection]:
         """Handle one frame read from ``conn``; returns the replacement after a disconnect."""
-        self.counters.add("frames_received")
-        self.counters.at("last_frame_at", conn.last_alive)
+        self.counters.frame(conn.last_alive)
         try:
             frame = Frame.from_wire(raw)
         except ProtocolError as exc:
