@@ -18,7 +18,6 @@ from dingsync.testing import FakeDingTalk
 from dingsync.testing.payloads import chatbot_data
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = dingsync.StreamConfig()
 
 
 def load(name: str) -> ModuleType:
@@ -45,7 +44,6 @@ def run_client(fake: FakeDingTalk, router: dingsync.Router) -> dingsync.StreamCl
         fake.credentials,
         router,
         endpoints=fake.endpoints,
-        config=FAST,
         api=dingsync.ApiClient(fake.credentials, endpoints=fake.endpoints),
     )
     client.start()

@@ -10,8 +10,6 @@ import requests
 import dingsync
 from dingsync.testing import FakeDingTalk
 
-FAST = dingsync.StreamConfig()
-
 
 @pytest.fixture()
 def fake() -> Iterator[FakeDingTalk]:
@@ -53,9 +51,7 @@ def test_status_waits_for_a_connection(fake: FakeDingTalk, http: requests.Sessio
         "clientId": fake.client_id,
         "connections": 0,
     }
-    with dingsync.StreamClient(
-        fake.credentials, make_router([]), endpoints=fake.endpoints, config=FAST
-    ):
+    with dingsync.StreamClient(fake.credentials, make_router([]), endpoints=fake.endpoints):
         status = http.get(fake.api_base + "/_emulator/status", params={"wait": 5}).json()
     assert status["connections"] == 1
 
@@ -64,9 +60,7 @@ def test_push_chatbot_event_and_card_callback(fake: FakeDingTalk, http: requests
     """Each push reaches the client; replies and acks are listed per message id."""
     seen: List[Any] = []
     base = fake.api_base + "/_emulator"
-    with dingsync.StreamClient(
-        fake.credentials, make_router(seen), endpoints=fake.endpoints, config=FAST
-    ):
+    with dingsync.StreamClient(fake.credentials, make_router(seen), endpoints=fake.endpoints):
         chat = http.post(
             base + "/chatbot",
             json={"text": "1+1", "senderNick": "Ann", "conversation_type": "2"},
