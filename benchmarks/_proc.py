@@ -30,11 +30,17 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def child_env(extra: Mapping[str, str]) -> Dict[str, str]:
-    """The harness's environment plus ``extra``; proxies off, so loopback stays loopback."""
+    """The harness's environment plus ``extra``; proxies off, so loopback stays loopback.
+
+    Bytecode caching stays on whatever the harness's shell says: an installed package has its
+    ``.pyc`` files (pip writes them), so start-up figures measured without them would charge
+    every import a compile that no deployment pays.
+    """
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(extra)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

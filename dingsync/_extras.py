@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata
 from typing import Any, Dict, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -24,6 +23,10 @@ _DIST = "dingsync"
 
 
 def _direct_url() -> Optional[Dict[str, Any]]:
+    # imported here, not above: importlib.metadata costs an interpreter start 30-40 ms, and
+    # dingworker imports this module at every start to word an error it rarely prints
+    from importlib import metadata
+
     try:
         text = metadata.distribution(_DIST).read_text("direct_url.json")
     except metadata.PackageNotFoundError:

@@ -9,11 +9,13 @@ import pkgutil
 import pytest
 
 import dingsync
+import dingworker
 
 MODULES = sorted(
     info.name
-    for info in pkgutil.walk_packages(dingsync.__path__, "dingsync.")
-    if not info.name.startswith("dingsync.testing.routes")
+    for package in (dingsync, dingworker)
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+    if not info.name.startswith("dingsync.testing.routes") and info.name != "dingworker.__main__"
 )
 
 

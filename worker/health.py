@@ -25,13 +25,22 @@ import logging
 import math
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple
 
 from dingsync.errors import ConfigurationError
-from dingsync.metrics import render as render_send_metrics  # messages sent (prometheus-client)
 
-__all__ = ["HealthServer", "HealthSource", "METRICS", "render_metrics"]
+if TYPE_CHECKING:
+    from http.server import BaseHTTPRequestHandler
+
+__all__ = [
+    "HealthServer",
+    "HealthSource",
+    "METRICS",
+    "METRICS_CONTENT_TYPE",
+    "render_metrics",
+    "health_page",
+    "metrics_page",
+]
 
 log = logging.getLogger("dingworker.health")
 
@@ -159,6 +168,35 @@ def render_metrics(healthy: bool, details: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The content type of ``/metrics``: the Prometheus text format, version 0.0.4.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def health_page(healthy: bool, details: Mapping[str, Any]) -> str:
+    """The JSON body of ``/healthz``: ``status`` ("ok" or "unhealthy") and the details.
+
+    Example:
+        >>> health_page(True, {"connected": True})
+        '{"connected": true, "status": "ok"}\\n'
+    """
+    body = {"status": "ok" if healthy else "unhealthy", **details}
+    return json.dumps(body, default=_json_default, sort_keys=True) + "\n"
+
+
+def metrics_page(healthy: bool, details: Mapping[str, Any]) -> str:
+    """The body of ``/metrics``: :func:`render_metrics`, then the send counter of
+    :mod:`dingsync.metrics` (empty without prometheus-client).
+
+    Example:
+        >>> metrics_page(True, {}).splitlines()[2]
+        'dingsync_healthy 1'
+    """
+    # imported at the first scrape, not at start: prometheus-client costs 30 ms to import
+    from dingsync.metrics import render as render_sent
+
+    return render_metrics(healthy, details) + render_sent()
+
+
 def _escape(label: str) -> str:
     return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -182,6 +220,10 @@ class HealthServer:
     """
 
     def __init__(self, health_source: HealthSource, *, host: str = "127.0.0.1", port: int = 0):
+        # imported here: ``dingworker --http`` serves its probes from the callback server, and
+        # http.server (with http.client and email) would add 25 ms to every cold start
+        from http.server import ThreadingHTTPServer
+
         self._source = health_source
         try:
             self._server = ThreadingHTTPServer((host, port), _make_handler(self))
@@ -240,6 +282,8 @@ class HealthServer:
 
 
 def _make_handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
+    from http.server import BaseHTTPRequestHandler
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "dingworker"
@@ -263,19 +307,12 @@ def _make_handler(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             if path in ("/healthz", "/health", "/"):
                 healthy, details = owner.snapshot()
-                body = json.dumps(
-                    {"status": "ok" if healthy else "unhealthy", **details},
-                    default=_json_default,
-                    sort_keys=True,
+                self._send(
+                    200 if healthy else 503, health_page(healthy, details), "application/json"
                 )
-                self._send(200 if healthy else 503, body + "\n", "application/json")
             elif path == "/metrics":
                 healthy, details = owner.snapshot()
-                self._send(
-                    200,
-                    render_metrics(healthy, details) + render_send_metrics(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
+                self._send(200, metrics_page(healthy, details), METRICS_CONTENT_TYPE)
             else:
                 self._send(
                     404, '{"error": "not found; try /healthz or /metrics"}\n', "application/json"

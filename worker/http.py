@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -35,7 +34,7 @@ from dingsync.callbacks import CallbackApp
 from dingsync.dedupe import DedupeStore
 
 from .cli import Outcome, _UsageError
-from .health import HealthServer, HealthSource, render_metrics
+from .health import METRICS_CONTENT_TYPE, HealthServer, HealthSource, health_page, metrics_page
 from .signals import ShutdownRequest, capture_signals
 
 __all__ = [
@@ -120,12 +119,10 @@ class WorkerApp:
     def health_answer(self, path: str) -> Tuple[str, str, bytes]:
         """(status line, content type, body) of ``/healthz`` or ``/metrics``."""
         healthy, details = self._health()
-        status = "200 OK" if healthy else "503 Service Unavailable"
         if path == "/metrics":
-            body = render_metrics(healthy, details).encode("utf-8")
-            return status, "text/plain; version=0.0.4; charset=utf-8", body
-        body = json.dumps({"healthy": healthy, **details}, default=str).encode("utf-8")
-        return status, "application/json", body
+            return "200 OK", METRICS_CONTENT_TYPE, metrics_page(healthy, details).encode("utf-8")
+        status = "200 OK" if healthy else "503 Service Unavailable"
+        return status, "application/json", health_page(healthy, details).encode("utf-8")
 
     def __call__(
         self, environ: Dict[str, Any], start_response: Callable[..., Any]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import doctest
 import json
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
@@ -18,6 +21,7 @@ from dingworker.http import HttpServer
 
 serverless_fc = load("serverless_fc")
 flask_app = load("flask_app")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -98,3 +102,23 @@ def test_flask_app_serves_its_pages_and_card_clicks_under_dingtalk(
             assert resp.read() == b"orders: 1 approved"
     finally:
         server.stop()
+
+
+def test_a_function_compute_cold_start_imports_only_the_callback_path(env: dict) -> None:
+    """The benchmark's cold start (a fresh interpreter imports the example and answers one
+    encrypted event) loads neither the Stream stack, the send stack nor the emulator: each
+    would add tens of milliseconds to every cold start of the function."""
+    script = REPO / "benchmarks" / "clients" / "fc_cold.py"
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print(*sorted(sys.modules), flush=True))\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr  # the event was answered with the encrypted success
+    loaded = set(out.stdout.split())
+    assert "examples.serverless_fc" in loaded
+    heavy = ("websocket", "tenacity", "requests", "dingsync.stream", "dingsync.testing", "click")
+    assert sorted(loaded.intersection(heavy)) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -98,8 +99,14 @@ def test_one_apps_refused_credentials_leave_the_other_running(
     assert body["apps"]["b"]["healthy"] is False and "refused" in body["apps"]["b"]["failed"]
     fake.wait_for_ack(fake.push_chatbot("hello"))
     assert fake.wait_for_reply().text == "echo: hello"
-    metrics = http_get(f"http://127.0.0.1:{port}/metrics")[1]
-    samples = parse_prometheus(metrics)
+    # the writer counts an ack once its sendall returns, which can be just after the emulator
+    # has read it: look again until the count catches up
+    deadline = time.monotonic() + 5
+    while True:
+        samples = parse_prometheus(http_get(f"http://127.0.0.1:{port}/metrics")[1])
+        if samples['dingsync_acks_sent_total{app="a"}'][1] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert samples['dingsync_app_healthy{app="a"}'] == ("gauge", 1.0)
     assert samples['dingsync_app_healthy{app="b"}'] == ("gauge", 0.0)
     assert samples['dingsync_acks_sent_total{app="a"}'][1] >= 1

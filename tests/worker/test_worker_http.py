@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
 import sys
 from typing import Dict, List, Optional
 
@@ -41,16 +44,20 @@ def test_http_worker_serves_robot_messages_and_events_then_drains_on_sigterm(
 ) -> None:
     base = start_http(fake, workers, "--grace", "5")
     (worker,) = workers
-    assert '"healthy": true' in poll_status(f"{base}/healthz", 200)
+    assert json.loads(poll_status(f"{base}/healthz", 200))["status"] == "ok"
     fake.register_callback_url(f"{base}/")
     mid = fake.push_chatbot("over http")
     assert fake.wait_for_delivery(mid).ok
     assert fake.wait_for_reply(predicate=lambda r: r.message_id == mid).text == "echo: over http"
     assert fake.wait_for_delivery(fake.push_event("user_add_org", {"userId": ["u5"]})).ok
     worker.wait_for_log("joined: u5")
-    metrics = parse_prometheus(poll_status(f"{base}/metrics", 200))
+    page = poll_status(f"{base}/metrics", 200)
+    mine, _, sent = page.partition("# HELP dingsync_messages_sent_total")
+    metrics = parse_prometheus(mine)
     assert metrics["dingsync_callbacks_handled_total"] == ("counter", 2.0)
     assert metrics["dingsync_callbacks_rejected_total"] == ("counter", 0.0)
+    # the reply's send counter (prometheus-client) follows, as on the Stream worker's /metrics
+    assert 'dingsync_messages_sent_total{channel="session_webhook",outcome="ok"} 1.0' in sent
 
     slow = fake.push_chatbot("sleep 1")
     worker.wait_for_log("handler sleeping")
@@ -121,3 +128,47 @@ def test_health_port_serves_probes_beside_the_http_worker() -> None:
     assert result.exit_code == 0, result.stderr
     assert "health on http://127.0.0.1:" in result.stderr
     assert "HTTP callbacks (robot messages) on http://127.0.0.1:" in result.stderr
+
+
+#: What a ``dingworker --http`` process must not import to answer events: the Stream stack, the
+#: send stack, the separate probe server (the probes share the callback port), prometheus-client
+#: (imported at the first /metrics scrape) and importlib.metadata (for an install hint). Each
+#: of these costs a cold start tens of milliseconds; the benchmark's cold-start row has the time.
+NOT_ON_THE_CALLBACK_PATH = (
+    "websocket",
+    "tenacity",
+    "requests",
+    "dingsync.stream",
+    "dingsync.testing",
+    "http.server",
+    "prometheus_client",
+    "importlib.metadata",
+)
+
+
+def test_an_http_worker_answers_events_without_importing_what_it_does_not_use(
+    fake: FakeDingTalk,
+) -> None:
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('MODULES', *sorted(sys.modules), flush=True))\n"
+        "from dingworker.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DINGTALK_")}
+    env.update(http_env(fake))
+    args = ["--app-dir", FIXTURES, "--http", f"127.0.0.1:{port}", "dw_http_app:route"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        poll_status(f"http://127.0.0.1:{port}/healthz", 200)
+        fake.register_callback_url(f"http://127.0.0.1:{port}/")
+        assert fake.wait_for_delivery(fake.push_event("user_add_org", {"userId": ["u7"]})).ok
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    loaded = set(next(line for line in out.splitlines() if line.startswith("MODULES")).split())
+    assert "waitress" in loaded and "dingsync.callbacks" in loaded
+    assert sorted(loaded.intersection(NOT_ON_THE_CALLBACK_PATH)) == []
