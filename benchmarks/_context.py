@@ -26,7 +26,7 @@ class BenchContext:
     zombie_runs: int = 3
     zombie_default_dead_after: bool = True  # the ~25 s dingsync and ~60 s official runs
     import_runs: int = 15
-    growth_warmup: int = 100_000  # StreamConfig().dedupe_max_entries
+    growth_warmup: int = 200_000  # twice StreamConfig().dedupe_max_entries (footprint.py)
     idle_runs: int = 1
     idle_seconds: float = 30.0
     growth_messages: int = 100_000

@@ -42,7 +42,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -371,7 +370,7 @@ class RedisTokenCache(TokenCache):
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         name = self._prefix + key + ":lock"
-        owner = uuid.uuid4().hex
+        owner = os.urandom(16).hex()  # uuid4's randomness, without importing uuid
         ttl_ms = max(1, int(self._lock_ttl * 1000))
         deadline = time.monotonic() + self._lock_timeout
         acquired = False
