@@ -245,8 +245,7 @@ def run(ctx: BenchContext) -> List[Row]:
         ),
         Row(
             "7",
-            "Cold start: fresh dingworker --http process to its first answered event"
-            " (installed)",
+            "Cold start: fresh dingworker --http process to its first answered event (installed)",
             "ms",
             dingsync=summarize(colds),
             target="≤ 300 ms",
