@@ -166,6 +166,7 @@ class HttpServer:
         self._thread: Optional[threading.Thread] = None
         self._refusing = threading.Event()
         self._stopping = threading.Event()
+        self._flush = True
 
     @property
     def port(self) -> int:
@@ -194,19 +195,35 @@ class HttpServer:
                 wasyncore.dispatcher.close(server)
                 listening = False
             wasyncore.loop(timeout=0.1, map=server._map, count=1)
+        # A handler that has returned may not have been answered yet: waitress writes the
+        # answer on its task thread and sends it from this loop. Closing now would drop it, and
+        # DingTalk would count a handled callback as failed and send it again.
+        deadline = time.monotonic() + _STOP_WAIT
+        while self._flush and _answering(server._map) and time.monotonic() < deadline:
+            wasyncore.loop(timeout=_TICK, map=server._map, count=1)
         wasyncore.close_all(server._map)
 
     def close_listener(self) -> None:
         """Accept no new connections; requests on open ones still finish."""
         self._refusing.set()
 
-    def stop(self) -> None:
-        """Close the listener and every connection, then the server's threads."""
+    def stop(self, *, flush: bool = True) -> None:
+        """Close the listener; with ``flush``, finish the requests under way and send their
+        answers (up to 2 s); then close every connection and the server's threads."""
+        self._flush = flush
         self._refusing.set()
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(_STOP_WAIT)
+            self._thread.join(2 * _STOP_WAIT)
         self._server.task_dispatcher.shutdown(timeout=_STOP_WAIT)
+
+
+def _answering(channels: Mapping[Any, Any]) -> bool:
+    """Whether any waitress channel still runs a request or holds unsent answer bytes."""
+    return any(
+        getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0)
+        for channel in list(channels.values())
+    )
 
 
 def http_runner(address: Optional[str], *, stream: bool = False) -> Callable[..., Outcome]:
@@ -313,6 +330,7 @@ def run_http_worker(
         else None
     )
     request = shutdown if shutdown is not None else ShutdownRequest()
+    outcome = Outcome(1, clean=False)
     with capture_signals(request):
         server.start()
         if probes is not None:
@@ -333,7 +351,7 @@ def run_http_worker(
             outcome = _drain(app, client, server, request, grace)
             return Outcome(1, outcome.clean) if failure is not None else outcome
         finally:
-            server.stop()
+            server.stop(flush=outcome.clean)
             if probes is not None:
                 probes.stop()
 

@@ -8,17 +8,21 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Dict, List, Optional
+import threading
+import time
+from typing import Callable, Dict, Iterable, List, Optional
 
 import pytest
+import requests
 from cli_runner import cli_runner
 from test_health import parse_prometheus
-from test_worker_subprocess import FIXTURES, Worker, fake, free_port, poll_status, start, workers
+from test_worker_subprocess import FIXTURES, Worker, free_port, poll_status, start, workers
 
 from dingsync.testing import FakeDingTalk
 from dingworker.cli import main
+from dingworker.http import HttpServer
 
-__all__ = ["fake", "workers"]  # fixtures, imported for pytest
+__all__ = ["workers"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -172,3 +176,49 @@ def test_an_http_worker_answers_events_without_importing_what_it_does_not_use(
     loaded = set(next(line for line in out.splitlines() if line.startswith("MODULES")).split())
     assert "waitress" in loaded and "dingsync.callbacks" in loaded
     assert sorted(loaded.intersection(NOT_ON_THE_CALLBACK_PATH)) == []
+
+
+def _slow_answer(handler_returned: threading.Event) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app whose handler returns at once and whose answer takes 0.3 s to write."""
+
+    def app(environ: Dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
+        handler_returned.set()
+        time.sleep(0.3)  # stop() comes while the answer is still on its way out
+        yield b"answered"
+
+    return app
+
+
+def _get_in_background(http: requests.Session, url: str) -> Callable[[], object]:
+    outcome: Dict[str, object] = {}
+
+    def get() -> None:
+        try:
+            outcome["answer"] = http.get(url, timeout=5).text
+        except requests.RequestException as exc:
+            outcome["answer"] = exc
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return lambda: (thread.join(5), outcome["answer"])[1]
+
+
+def test_stopping_the_http_server_sends_the_answers_already_made(http: requests.Session) -> None:
+    # The drain waits for handlers; their answers must still reach DingTalk after it, or a
+    # handled callback counts as failed and comes again.
+    handler_returned = threading.Event()
+    server = HttpServer(_slow_answer(handler_returned), "127.0.0.1", 0).start()
+    answer = _get_in_background(http, server.url)
+    assert handler_returned.wait(5)
+    server.stop()
+    assert answer() == "answered"
+
+
+def test_a_hard_stop_of_the_http_server_does_not_wait_for_answers(http: requests.Session) -> None:
+    handler_returned = threading.Event()
+    server = HttpServer(_slow_answer(handler_returned), "127.0.0.1", 0).start()
+    answer = _get_in_background(http, server.url)
+    assert handler_returned.wait(5)
+    server.stop(flush=False)
+    assert isinstance(answer(), requests.ConnectionError)
