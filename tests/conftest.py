@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: a real, throw-away redis-server.
+"""Fixtures shared by every test directory: a started emulator (``fake``), an HTTP session that
+ignores proxy settings (``http``), and a real, throw-away redis-server.
 
 Redis-backed features (token cache, rate limiter, dedupe store, the soak's replicas) are tested
 against the real server. Without the binary those tests skip with the reason, except when
@@ -15,9 +16,28 @@ import time
 from typing import Any, Iterator
 
 import pytest
+import requests
 from child_processes import die_with_parent, stop_process
 
+from dingsync.testing import FakeDingTalk
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeDingTalk]:
+    """A started emulator with default settings (files needing a seed or a secret override it)."""
+    with FakeDingTalk() as running:
+        yield running
+
+
+@pytest.fixture()
+def http() -> Iterator[requests.Session]:
+    """A requests session for loopback: proxy variables of the environment are ignored."""
+    session = requests.Session()
+    session.trust_env = False
+    yield session
+    session.close()
 
 
 def _free_port() -> int:

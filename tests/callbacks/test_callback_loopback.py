@@ -21,12 +21,6 @@ WSGI = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
-
-
-@pytest.fixture
 def serve() -> Iterator[Callable[[WSGI], str]]:
     """Serve a WSGI app with waitress on 127.0.0.1; returns its URL."""
     servers: List[HttpServer] = []

@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from test_examples_receive import load
@@ -22,12 +22,6 @@ from dingworker.http import HttpServer
 serverless_fc = load("serverless_fc")
 flask_app = load("flask_app")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -31,12 +31,6 @@ calc = load("calc")
 echo = load("echo")
 cards = load("cards")
 events = load("events")
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
 
 
 def run_client(fake: FakeDingTalk, router: dingsync.Router) -> dingsync.StreamClient:

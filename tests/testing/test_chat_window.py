@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 import requests
@@ -33,20 +33,6 @@ from benchmarks.chromium import running_bot  # noqa: E402
 from examples import calc  # noqa: E402
 
 PAGE_BUDGET = 150 * 1024  # HTML + JS + CSS, uncompressed
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
-
-
-@pytest.fixture()
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()
 
 
 def assets(html: str) -> List[str]:

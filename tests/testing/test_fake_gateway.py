@@ -9,13 +9,7 @@ import pytest
 import websocket
 from _fake_ws_helpers import connect, no_frame_within, recv_json, send_ack
 
-from dingsync.testing import FakeDingTalk, payloads
-
-
-@pytest.fixture
-def fake():
-    with FakeDingTalk() as f:
-        yield f
+from dingsync.testing import payloads
 
 
 def _all_strings(headers):

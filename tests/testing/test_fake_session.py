@@ -7,14 +7,6 @@ import json
 import pytest
 import requests
 
-from dingsync.testing import FakeDingTalk
-
-
-@pytest.fixture
-def fake():
-    with FakeDingTalk() as f:
-        yield f
-
 
 def _webhook(fake, **kwargs):
     mid = fake.push_chatbot("hi", **kwargs)

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 import requests
 
 import dingsync
 from dingsync.testing import FakeDingTalk
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
-
-
-@pytest.fixture()
-def http() -> Iterator[requests.Session]:
-    session = requests.Session()
-    session.trust_env = False
-    yield session
-    session.close()
 
 
 def make_router(seen: List[Any]) -> dingsync.Router:

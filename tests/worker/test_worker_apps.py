@@ -12,7 +12,7 @@ from typing import Dict, List
 import pytest
 from cli_runner import cli_runner
 from test_health import parse_prometheus
-from test_worker_subprocess import Worker, fake, free_port, http_get, poll_status, workers
+from test_worker_subprocess import Worker, free_port, http_get, poll_status, workers
 
 import dingsync
 from dingsync.testing import FakeDingTalk
@@ -20,7 +20,7 @@ from dingworker import cli
 from dingworker.apps import AppSpec, credentials_for, env_names, parse_apps
 
 FIXTURES = str(Path(__file__).resolve().parent / "fixtures")
-__all__ = ["fake", "workers"]  # fixtures, used by name
+__all__ = ["workers"]  # a fixture, used by name
 
 
 def test_one_app_needs_no_name_and_several_need_one_each() -> None:

@@ -86,12 +86,6 @@ class Worker:
 
 
 @pytest.fixture()
-def fake() -> Iterator[FakeDingTalk]:
-    with FakeDingTalk() as running:
-        yield running
-
-
-@pytest.fixture()
 def workers() -> Iterator[List[Worker]]:
     started: List[Worker] = []
     yield started
