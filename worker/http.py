@@ -195,6 +195,8 @@ class HttpServer:
                 wasyncore.dispatcher.close(server)
                 listening = False
             wasyncore.loop(timeout=0.1, map=server._map, count=1)
+        if listening:
+            wasyncore.dispatcher.close(server)
         # A handler that has returned may not have been answered yet: waitress writes the
         # answer on its task thread and sends it from this loop. Closing now would drop it, and
         # DingTalk would count a handled callback as failed and send it again.
