@@ -162,6 +162,9 @@ class HttpServer:
             threads=threads,
             ident="dingsync",
             clear_untrusted_proxy_headers=True,
+            # select(), waitress's default, fails on a descriptor numbered 1024 or more, which
+            # a busy web app reaches; poll() has no such limit.
+            asyncore_use_poll=True,
         )
         self._thread: Optional[threading.Thread] = None
         self._refusing = threading.Event()
@@ -194,7 +197,7 @@ class HttpServer:
             if listening and self._refusing.is_set():
                 wasyncore.dispatcher.close(server)
                 listening = False
-            wasyncore.loop(timeout=0.1, map=server._map, count=1)
+            wasyncore.loop(timeout=0.1, use_poll=True, map=server._map, count=1)
         if listening:
             wasyncore.dispatcher.close(server)
         # A handler that has returned may not have been answered yet: waitress writes the
@@ -202,7 +205,7 @@ class HttpServer:
         # DingTalk would count a handled callback as failed and send it again.
         deadline = time.monotonic() + _STOP_WAIT
         while self._flush and _answering(server._map) and time.monotonic() < deadline:
-            wasyncore.loop(timeout=_TICK, map=server._map, count=1)
+            wasyncore.loop(timeout=_TICK, use_poll=True, map=server._map, count=1)
         wasyncore.close_all(server._map)
 
     def close_listener(self) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import pytest
 import requests
@@ -20,7 +20,7 @@ from test_worker_subprocess import FIXTURES, Worker, free_port, poll_status, sta
 
 from dingsync.testing import FakeDingTalk
 from dingworker.cli import main
-from dingworker.http import HttpServer
+from dingworker.http import HttpServer, WorkerApp
 
 __all__ = ["workers"]  # a fixture, imported for pytest
 
@@ -222,3 +222,36 @@ def test_a_hard_stop_of_the_http_server_does_not_wait_for_answers(http: requests
     assert handler_returned.wait(5)
     server.stop(flush=False)
     assert isinstance(answer(), requests.ConnectionError)
+
+
+@pytest.fixture()
+def many_open_files() -> Iterator[None]:
+    """More than 1024 descriptors open, so that the next socket's number is above select()'s
+    limit, as in a busy web app."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"the descriptor limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = []
+    try:
+        with open(os.devnull) as devnull:
+            while not held or held[-1] < 1100:
+                held.append(os.dup(devnull.fileno()))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_http_server_serves_sockets_numbered_above_1024(
+    many_open_files: None, http: requests.Session
+) -> None:
+    server = HttpServer(WorkerApp(None, lambda: (True, {})), "127.0.0.1", 0).start()
+    try:
+        assert http.get(f"{server.url}/healthz", timeout=5).json()["status"] == "ok"
+    finally:
+        server.stop()
