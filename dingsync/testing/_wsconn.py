@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -336,6 +337,8 @@ class WsConnectionsMixin:
                 self._ws_server.shutdown()
         if self._ws_thread is not None:
             self._ws_thread.join(timeout=1.0)
+        if self._ws_server is not None and not (self._ws_thread and self._ws_thread.is_alive()):
+            _close_shutdown_pipe(self._ws_server)
         self._ws_server = self._ws_thread = None
 
     @property
@@ -627,3 +630,18 @@ class WsConnectionsMixin:
                 if conn._cond is not None:
                     conn._cond.notify()
             self._flush_pending_locked()
+
+
+def _close_shutdown_pipe(server: Server) -> None:
+    # websockets < 16 (the newest on Python 3.9) never closes its server's shutdown pipe: two
+    # descriptors per emulator, which a long test session runs out of. Later versions close
+    # their socket pair themselves (the attributes are sockets there, and closed already).
+    for end in (
+        getattr(server, "shutdown_watcher", None),
+        getattr(server, "shutdown_notifier", None),
+    ):
+        if isinstance(end, int):
+            try:
+                os.close(end)
+            except OSError:
+                pass

@@ -3,7 +3,10 @@ and a clean, fast stop."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import sys
 import threading
 import time
 from typing import List
@@ -168,6 +171,21 @@ def test_redelivery_may_go_to_another_connection(fake):
     assert recv_json(survivor)["headers"]["messageId"] == mid
     assert fake.redeliveries[0].previous_connections == (fake.connections[0].id,)
     survivor.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+def test_start_and_stop_leave_no_descriptor_open() -> None:
+    """A test session starts an emulator per test: one that kept descriptors (websockets 15
+    kept two) runs the session out of them after some hundreds."""
+    with FakeDingTalk():
+        pass  # first use: imports, caches
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with FakeDingTalk():
+            pass
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
 
 
 def test_stop_is_fast_closes_clients_and_leaks_no_threads():
