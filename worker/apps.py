@@ -6,7 +6,8 @@ run them side by side.
 support=support.bot:route`` reads ``DINGTALK_SALES_CLIENT_ID``/``DINGTALK_SALES_CLIENT_SECRET``
 and ``DINGTALK_SUPPORT_CLIENT_ID``/``..._SECRET`` (the name upper-cased, other characters as
 ``_``). Each app has its own client, connection and handler threads; one app whose credentials
-are refused is logged and left out, and the others run on.
+are refused is logged and left out, and the others run on. Log lines from an app's threads,
+its handlers' included, carry ``app=<name>`` (:class:`AppTagger`).
 
 Example:
     >>> [(a.name, a.target) for a in parse_apps(["sales=sales.bot:route", "hr=hr.bot:route"])]
@@ -21,17 +22,24 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
 import dingsync
 
-__all__ = ["AppSpec", "Fleet", "parse_apps", "env_names", "credentials_for"]
+__all__ = ["AppSpec", "AppTagger", "Fleet", "parse_apps", "env_names", "credentials_for"]
 
 log = logging.getLogger("dingworker")
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+#: An app's threads: its StreamClient's, ``dingsync-NAME-<role>`` (dingsync/stream/client.py),
+#: and the one that stops it, ``dingworker-stop-NAME`` (:meth:`Fleet.stop`).
+_APP_THREAD = re.compile(
+    r"dingsync-(?P<app>.+)-(?:reader(?:-retiring)?|handler-\d+|writer-\d+|keepalive)"
+    r"|dingworker-stop-(?P<stopped>.+)"
+)
 
 
 @attrs.frozen
@@ -96,6 +104,29 @@ def credentials_for(spec: AppSpec, environ: Mapping[str, str]) -> dingsync.Crede
     return dingsync.Credentials(client_id=environ[id_name], client_secret=environ[secret_name])
 
 
+class AppTagger(logging.Filter):
+    """Sets ``record.app`` on the records that a named app's client threads log (its handlers'
+    lines included), so that a worker running several bots says which one a line is about.
+
+    Example:
+        >>> record = logging.LogRecord("dingsync.stream", logging.INFO, "f", 1, "hi", None, None)
+        >>> record.threadName = "dingsync-sales-handler-3"
+        >>> AppTagger(["sales", "hr"]).filter(record), record.app
+        (True, 'sales')
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__()
+        self._names = frozenset(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _APP_THREAD.fullmatch(record.threadName or "")
+        app = match is not None and (match["app"] or match["stopped"])
+        if app in self._names:
+            record.app = app
+        return True
+
+
 class Fleet:
     """The stream clients of one worker, by app name (None: the one unnamed app).
 
@@ -150,7 +181,10 @@ class Fleet:
             except Exception as exc:  # reported by the caller, which owns the exit code
                 errors.append(exc)
 
-        threads = [threading.Thread(target=stop, args=(c,)) for _, c in self.clients]
+        threads = [
+            threading.Thread(target=stop, args=(c,), name=f"dingworker-stop-{name}")
+            for name, c in self.clients
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 from urllib.parse import urlsplit
 
 import click
@@ -44,7 +44,7 @@ from dingsync.dedupe import DedupeStore
 from dingsync.errors import ImportFromStringError
 
 from .app import load_router
-from .apps import Fleet, credentials_for, parse_apps
+from .apps import AppTagger, Fleet, credentials_for, parse_apps
 from .emulator import quiet_emulator, start_emulator
 from .health import HealthServer
 from .signals import ShutdownRequest, capture_signals
@@ -84,8 +84,15 @@ class _UsageError(click.ClickException):
     exit_code = 2
 
 
+def _tags(record: logging.LogRecord) -> Dict[str, str]:
+    """The app (several bots in one worker) and the message a record is about, when known."""
+    tags = {key: getattr(record, key, None) for key in ("app", "message_id")}
+    return {key: str(value) for key, value in tags.items() if value}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and message_id when present.
+    """One JSON object per line: time, level, logger, message, and app and message_id when
+    present.
 
     Example:
         >>> record = logging.LogRecord("dingsync", logging.INFO, "f", 1, "acked %s", ("m1",), None)
@@ -104,9 +111,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        message_id = getattr(record, "message_id", None)
-        if message_id:
-            obj["message_id"] = message_id
+        obj.update(_tags(record))
         if record.exc_info:
             obj["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
@@ -120,18 +125,23 @@ class _TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        message_id = getattr(record, "message_id", None)
-        if message_id:
+        tags = _tags(record)
+        if tags:
             first, nl, rest = text.partition("\n")  # keep a traceback below the tagged line
-            text = f"{first} [message_id={message_id}]{nl}{rest}"
+            text = f"{first} [{' '.join(f'{k}={v}' for k, v in tags.items())}]{nl}{rest}"
         return text
 
 
 @contextmanager
 def configure_logging(
-    level: str = "info", fmt: str = "text", stream: Optional[TextIO] = None
+    level: str = "info",
+    fmt: str = "text",
+    stream: Optional[TextIO] = None,
+    *,
+    apps: Sequence[str] = (),
 ) -> Iterator[logging.Handler]:
-    """Send every log record at ``level`` and above to ``stream`` (stderr) in ``fmt``.
+    """Send every log record at ``level`` and above to ``stream`` (stderr) in ``fmt``; the
+    records of the named ``apps``' threads are tagged with the app (:class:`AppTagger`).
 
     The root logger is restored afterwards, so that running the command inside another program
     (or a test) leaves that program's logging as it was.
@@ -146,6 +156,8 @@ def configure_logging(
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter())
+    if apps:
+        handler.addFilter(AppTagger(apps))
     root = logging.getLogger()
     previous_level = root.level
     root.addHandler(handler)
@@ -214,6 +226,7 @@ def run_apps(
                     endpoints=endpoints,
                     config=config if config is not None else dingsync.StreamConfig(),
                     dedupe=dedupe,
+                    name=name,
                 ),
             )
             for name, router, credentials in apps
@@ -556,7 +569,11 @@ def main(
     try:
         # The emulator starts under the configured logging, so that with --log-format json
         # everything on stderr is JSON.
-        with configure_logging(log_level, log_format), quiet_emulator(emulator, log_level):
+        names = [s.name for s in specs if s.name is not None]
+        with (
+            configure_logging(log_level, log_format, apps=names),
+            quiet_emulator(emulator, log_level),
+        ):
             if emulator:
                 fake = start_emulator(router, log_format)
                 credentials, endpoints = fake.credentials, fake.endpoints

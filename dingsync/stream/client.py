@@ -17,6 +17,10 @@ Four thread roles, each with one job (DESIGN §4):
 - **keepalive** (``dingsync-keepalive``, see liveness.py): pings quiet connections, aborts dead
   ones, closes a retiring one after ``disconnect_grace``, and ends a drain.
 
+A client given a ``name`` puts it in each of its threads' names (``dingsync-sales-reader``,
+``dingsync-sales-handler-1``...), so that log lines of several clients in one process can be
+told apart by ``%(threadName)s`` (dingworker tags them ``app=<name>``).
+
 Stopping ends intake at once; frames that arrive afterwards are neither run nor acked, so
 DingTalk delivers them again (an ack would claim work never done). Running handlers finish and
 are acked while the readers read and the keepalive pings, until the pool is idle or the
@@ -26,6 +30,7 @@ timeout is up; then the connections close.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 from ..config import Credentials, Endpoints, StreamConfig
 from ..context import WebhookPoster
 from ..dedupe import Deduper, DedupeStore, MemoryDedupeStore
-from ..errors import StreamError
+from ..errors import ConfigurationError, StreamError
 from ..frames import Ack
 from ..handling import Jobs
 from ..routing import Router
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["StreamClient", "StreamStats"]
 
 log = logging.getLogger("dingsync.stream")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 
 
 class StreamClient:
@@ -70,6 +77,11 @@ class StreamClient:
         sleep: replaces the backoff wait (injectable for tests; by default the wait ends early
             when stop() is called).
         connector: opens the websocket; ``websocket.create_connection`` by default.
+        name: this client's label when a process runs several, put in its threads' names
+            (``dingsync-<name>-reader``...): letters, digits, ``_``, ``-`` and ``.``, at most 40.
+
+    Raises:
+        ConfigurationError: ``name`` is not such a label.
 
     Example:
         >>> client = StreamClient(Credentials.from_env(), route)  # doctest: +SKIP
@@ -88,7 +100,15 @@ class StreamClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Optional[Callable[[float], Any]] = None,
         connector: Optional[Connector] = None,
+        name: Optional[str] = None,
     ) -> None:
+        if name is not None and not _NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"StreamClient name {name!r}: use letters, digits, _, - and . (at most 40)"
+            )
+        self.name = name
+        threads = f"dingsync-{name}" if name else "dingsync"
+        self._threads = threads
         self.credentials = credentials
         self.router = router
         self.endpoints = endpoints if endpoints is not None else Endpoints.from_env()
@@ -125,6 +145,7 @@ class StreamClient:
             self._jobs.run,
             size=config.concurrency,
             capacity=config.concurrency + config.max_pending,
+            name=f"{threads}-handler",
             on_idle=self._on_idle,
             on_backlog=lambda: self._keepalive.wake(),
         )
@@ -139,6 +160,7 @@ class StreamClient:
             clock=clock,
             sleep=sleep,
             connector=connector,
+            threads=threads,
         )
         self._keepalive = Keepalive(
             self._reader.open_connections,
@@ -146,6 +168,7 @@ class StreamClient:
             dead_after=config.dead_after,
             clock=clock,
             tick=self._tick,
+            name=f"{threads}-keepalive",
         )
         self._http: Optional[requests.Session] = None
         self.error: Optional[BaseException] = None
@@ -165,7 +188,8 @@ class StreamClient:
 
     def __repr__(self) -> str:
         return (
-            f"StreamClient(client_id={self.credentials.client_id!r}, "
+            f"StreamClient({f'name={self.name!r}, ' if self.name else ''}"
+            f"client_id={self.credentials.client_id!r}, "
             f"state={self._state!r}, connected={self.connected!r})"
         )
 
@@ -226,7 +250,7 @@ class StreamClient:
             if self._state != "new" or self._thread is not None:
                 raise StreamError("a StreamClient runs once; create a new one to run again")
             self._thread = threading.Thread(
-                target=self._run_in_background, name="dingsync-reader", daemon=True
+                target=self._run_in_background, name=f"{self._threads}-reader", daemon=True
             )
         self._thread.start()
         self._reader.first_attempt.wait()
@@ -258,7 +282,7 @@ class StreamClient:
         self._request_stop(timeout, drain=drain)
         if (
             threading.get_ident() == self._reader_ident
-            or threading.current_thread().name.startswith("dingsync-")
+            or threading.current_thread().name.startswith(f"{self._threads}-")
         ):
             return  # a thread of this client cannot wait for the client to finish
         if not self._done.wait(timeout):

@@ -49,6 +49,7 @@ class Connection:
         dead_after: float,
         clock: Callable[[], float] = time.monotonic,
         on_acks: Optional[Callable[[str, int], None]] = None,
+        threads: str = "dingsync",
     ) -> None:
         sock = getattr(ws, "sock", None)
         if not isinstance(sock, socket.socket):
@@ -68,7 +69,7 @@ class Connection:
         self._closing = False  # close(): write what is queued, then the close frame
         self._closed = False
         self._writer = threading.Thread(
-            target=self._write_loop, name=f"dingsync-writer-{number}", daemon=True
+            target=self._write_loop, name=f"{threads}-writer-{number}", daemon=True
         )
         self.opened_at = clock()
         self.last_alive: Optional[float] = None

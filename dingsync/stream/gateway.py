@@ -214,6 +214,7 @@ def open_connection(
     connector: Optional[Connector] = None,
     clock: Callable[[], float] = time.monotonic,
     on_acks: Optional[Callable[[str, int], None]] = None,
+    threads: str = "dingsync",
 ) -> Connection:
     """A fresh ticket, then the websocket handshake: one new gateway connection, its writer
     thread running, already pinged once (the first pong shows it alive at once).
@@ -266,6 +267,7 @@ def open_connection(
         dead_after=config.dead_after,
         clock=clock,
         on_acks=on_acks,
+        threads=threads,
     ).start()
     log.info("connected to %s (connection #%d)", ticket.endpoint, conn.number)
     conn.ping()

@@ -129,6 +129,7 @@ class Keepalive:
         dead_after: float,
         clock: Callable[[], float] = time.monotonic,
         tick: Callable[[float], Optional[float]] = lambda now: None,
+        name: str = "dingsync-keepalive",
     ) -> None:
         self._connections = connections
         self.interval = interval
@@ -137,7 +138,7 @@ class Keepalive:
         self._tick = tick
         self._stopped = False
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dingsync-keepalive", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the ``dingsync-keepalive`` thread."""

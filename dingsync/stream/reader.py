@@ -61,6 +61,7 @@ class Reader:
     sleep: Optional[Callable[[float], Any]] = None
     connector: Optional[Connector] = None
     http: Any = None  # the requests.Session of the gateway calls, set by the client
+    threads: str = "dingsync"  # the start of this client's thread names
     current: Optional[Connection] = attrs.field(default=None, init=False)
     ever_connected: bool = attrs.field(default=False, init=False)
     first_attempt: threading.Event = attrs.field(factory=threading.Event, init=False)
@@ -159,6 +160,7 @@ class Reader:
                 connector=self.connector,
                 clock=self.clock,
                 on_acks=self.counters.add,
+                threads=self.threads,
             )
         except BaseException as exc:
             if not self.ever_connected and self._fatal(exc):
@@ -278,7 +280,7 @@ class Reader:
             target=self._read,
             args=(old,),
             kwargs={"retiring": True},
-            name="dingsync-reader-retiring",
+            name=f"{self.threads}-reader-retiring",
             daemon=True,
         )
         try:

@@ -36,7 +36,7 @@ def make_client(dingtalk: FakeDingTalk) -> Iterator[MakeClient]:
     ) -> dingsync.StreamClient:
         client_kwargs = {
             k: options.pop(k)
-            for k in ("dedupe", "api", "clock", "sleep", "connector")
+            for k in ("dedupe", "api", "clock", "sleep", "connector", "name")
             if k in options
         }
         settings = {**FAST, "reconnect": FAST_RECONNECT, **options}

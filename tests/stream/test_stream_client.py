@@ -414,6 +414,44 @@ def test_handler_threads_are_named_and_bounded(
     }
 
 
+def test_a_named_client_puts_its_name_in_every_thread_it_starts(
+    dingtalk: FakeDingTalk, make_client: MakeClient
+) -> None:
+    """With several clients in one process, a log line's thread tells which client wrote it:
+    the reader, the handlers, each connection's writer, the keepalive and a retiring reader."""
+    route = dingsync.Router()
+    names = Calls()
+    route.chatbot(lambda msg, ctx: names.add(threading.current_thread().name))
+    client = make_client(route, name="sales")
+    assert "name='sales'" in repr(client)
+    before = set(threading.enumerate())
+    dingtalk.wait_for_acks(dingtalk.push_many(5), timeout=10)
+    old = dingtalk.connections[0]
+    dingtalk.disconnect(close_after=5.0, connection=old)
+    dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, 5)
+    dingtalk.wait_for_acks(dingtalk.push_many(5), timeout=10)
+    mine = {t.name.rstrip("0123456789") for t in threading.enumerate()} | {
+        t.name.rstrip("0123456789") for t in before
+    }
+    mine = {n for n in mine if n.startswith("dingsync-") and "fake" not in n}
+    assert mine == {
+        "dingsync-sales-reader",
+        "dingsync-sales-reader-retiring",
+        "dingsync-sales-handler-",
+        "dingsync-sales-writer-",
+        "dingsync-sales-keepalive",
+    }
+    assert {n.rstrip("0123456789") for n in names.items} == {"dingsync-sales-handler-"}
+
+
+@pytest.mark.parametrize("name", ["", "two words", "-leading", "x" * 41, "sales/cn"])
+def test_a_client_name_that_is_no_label_is_refused(name: str) -> None:
+    with pytest.raises(dingsync.ConfigurationError, match="StreamClient name"):
+        dingsync.StreamClient(
+            dingsync.Credentials(client_id="id", client_secret="s"), dingsync.Router(), name=name
+        )
+
+
 def test_stop_called_from_a_handler_does_not_deadlock(
     dingtalk: FakeDingTalk, make_client: MakeClient
 ) -> None:

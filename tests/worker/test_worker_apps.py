@@ -3,7 +3,9 @@ and one app's refused credentials leaving the others running."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -116,7 +118,8 @@ def test_one_apps_refused_credentials_leave_the_other_running(
 
 
 def test_two_apps_each_hold_a_connection(fake: FakeDingTalk, workers: List[Worker]) -> None:
-    """Two named apps in one process open two gateway connections and drain cleanly."""
+    """Two named apps in one process open two gateway connections and drain cleanly; each
+    log line from an app's threads, its handler's included, says which app."""
     env = named_env(fake, {"sales": fake.client_secret, "support": fake.client_secret})
     worker = Worker(
         ["--app-dir", FIXTURES, "sales=dw_ok_app:route", "support=dw_ok_app:route"], env
@@ -125,5 +128,28 @@ def test_two_apps_each_hold_a_connection(fake: FakeDingTalk, workers: List[Worke
     fake.wait_for_connections(2, timeout=10)
     for text in ("one", "two", "three"):
         fake.wait_for_ack(fake.push_chatbot(text))
+    for conn in fake.connections:
+        mid = fake.push_chatbot("sleep 0", connection=conn)
+        fake.wait_for_ack(mid)
+        line = worker.wait_for_log(f"message_id={mid}")
+        assert "handler sleeping [app=" in line, line
+    connected = [line for line in worker.stderr if "dingsync.stream: connected to" in line]
+    assert sorted(line.rsplit("[app=", 1)[-1] for line in connected) == ["sales]", "support]"]
     worker.send(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
+    stopping = [line for line in worker.stderr if "dingsync.stream: stopping" in line]
+    assert sorted(line.rsplit("[app=", 1)[-1] for line in stopping) == ["sales]", "support]"]
+
+
+def test_a_log_line_from_an_apps_thread_names_the_app_in_json() -> None:
+    record = logging.LogRecord("dingsync.stream", logging.INFO, "f", 1, "gone", None, None)
+    record.threadName = "dingsync-sales-cn-writer-2"
+    other = logging.LogRecord("dingsync.stream", logging.INFO, "f", 1, "mine", None, None)
+    other.threadName = "dingsync-reader"  # a client of the user's own, not one of the apps
+    out = io.StringIO()
+    with cli.configure_logging("info", "json", out, apps=["sales", "sales-cn"]) as handler:
+        handler.handle(record)
+        handler.handle(other)
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["app"] == "sales-cn" and first["message"] == "gone"
+    assert "app" not in second
