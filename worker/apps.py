@@ -121,7 +121,7 @@ class AppTagger(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         match = _APP_THREAD.fullmatch(record.threadName or "")
-        app = match is not None and (match["app"] or match["stopped"])
+        app = (match["app"] or match["stopped"]) if match is not None else None
         if app in self._names:
             record.app = app
         return True

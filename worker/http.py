@@ -162,9 +162,6 @@ class HttpServer:
             threads=threads,
             ident="dingsync",
             clear_untrusted_proxy_headers=True,
-            # select(), waitress's default, fails on a descriptor numbered 1024 or more, which
-            # a busy web app reaches; poll() has no such limit.
-            asyncore_use_poll=True,
         )
         self._thread: Optional[threading.Thread] = None
         self._refusing = threading.Event()
@@ -188,18 +185,19 @@ class HttpServer:
     def _serve(self) -> None:
         # waitress's own run() loops until its socket map is empty, and closing sockets from
         # another thread races with its select(): so the loop is driven here, and every
-        # socket is closed on this thread.
+        # socket is closed on this thread. It polls with poll(): select(), waitress's default,
+        # fails on a descriptor numbered 1024 or more, which a busy web app reaches.
         from waitress import wasyncore
 
         server = self._server
         listening = True
-        while not self._stopping.is_set():
-            if listening and self._refusing.is_set():
+        while True:
+            if listening and self._refusing.is_set():  # stop() sets it before _stopping
                 wasyncore.dispatcher.close(server)
                 listening = False
+            if self._stopping.is_set():
+                break
             wasyncore.loop(timeout=0.1, use_poll=True, map=server._map, count=1)
-        if listening:
-            wasyncore.dispatcher.close(server)
         # A handler that has returned may not have been answered yet: waitress writes the
         # answer on its task thread and sends it from this loop. Closing now would drop it, and
         # DingTalk would count a handled callback as failed and send it again.

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, List
+from typing import Any, Iterable, List, Set
 
 import pytest
 
@@ -391,6 +391,16 @@ def dataclass_error() -> type:
     return attrs.exceptions.FrozenInstanceError
 
 
+def _role(thread_name: str) -> str:
+    return thread_name.rstrip("0123456789")
+
+
+def thread_roles(threads: Iterable[threading.Thread]) -> Set[str]:
+    """The client threads' names without their numbers (the emulator's threads left out)."""
+    roles = {_role(t.name) for t in threads}
+    return {r for r in roles if r.startswith("dingsync-") and "fake" not in r}
+
+
 def test_handler_threads_are_named_and_bounded(
     dingtalk: FakeDingTalk, make_client: MakeClient
 ) -> None:
@@ -404,9 +414,7 @@ def test_handler_threads_are_named_and_bounded(
     distinct = set(names.items)
     assert 1 <= len(distinct) <= 3
     assert all(n.startswith("dingsync-handler-") and n.split("-")[-1].isdigit() for n in distinct)
-    roles = {t.name.rstrip("0123456789") for t in threading.enumerate()}
-    roles = {r for r in roles if r.startswith("dingsync-") and "fake" not in r}
-    assert roles == {
+    assert thread_roles(threading.enumerate()) == {
         "dingsync-reader",
         "dingsync-handler-",
         "dingsync-writer-",
@@ -430,18 +438,14 @@ def test_a_named_client_puts_its_name_in_every_thread_it_starts(
     dingtalk.disconnect(close_after=5.0, connection=old)
     dingtalk.wait_until(lambda: len(dingtalk.connections) == 2, 5)
     dingtalk.wait_for_acks(dingtalk.push_many(5), timeout=10)
-    mine = {t.name.rstrip("0123456789") for t in threading.enumerate()} | {
-        t.name.rstrip("0123456789") for t in before
-    }
-    mine = {n for n in mine if n.startswith("dingsync-") and "fake" not in n}
-    assert mine == {
+    assert thread_roles([*before, *threading.enumerate()]) == {
         "dingsync-sales-reader",
         "dingsync-sales-reader-retiring",
         "dingsync-sales-handler-",
         "dingsync-sales-writer-",
         "dingsync-sales-keepalive",
     }
-    assert {n.rstrip("0123456789") for n in names.items} == {"dingsync-sales-handler-"}
+    assert {_role(n) for n in names.items} == {"dingsync-sales-handler-"}
 
 
 @pytest.mark.parametrize("name", ["", "two words", "-leading", "x" * 41, "sales/cn"])

@@ -201,7 +201,12 @@ def _get_in_background(http: requests.Session, url: str) -> Callable[[], object]
 
     thread = threading.Thread(target=get)
     thread.start()
-    return lambda: (thread.join(5), outcome["answer"])[1]
+
+    def answer() -> object:
+        thread.join(5)
+        return outcome["answer"]
+
+    return answer
 
 
 def test_stopping_the_http_server_sends_the_answers_already_made(http: requests.Session) -> None:
