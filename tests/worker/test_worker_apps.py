@@ -7,14 +7,12 @@ import io
 import json
 import logging
 import signal
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 from cli_runner import cli_runner
-from test_health import parse_prometheus
-from test_worker_subprocess import Worker, free_port, http_get, poll_status, workers
+from test_worker_subprocess import Worker, free_port, poll_metrics, poll_status, workers
 
 import dingsync
 from dingsync.testing import FakeDingTalk
@@ -101,14 +99,10 @@ def test_one_apps_refused_credentials_leave_the_other_running(
     assert body["apps"]["b"]["healthy"] is False and "refused" in body["apps"]["b"]["failed"]
     fake.wait_for_ack(fake.push_chatbot("hello"))
     assert fake.wait_for_reply().text == "echo: hello"
-    # the writer counts an ack once its sendall returns, which can be just after the emulator
-    # has read it: look again until the count catches up
-    deadline = time.monotonic() + 5
-    while True:
-        samples = parse_prometheus(http_get(f"http://127.0.0.1:{port}/metrics")[1])
-        if samples['dingsync_acks_sent_total{app="a"}'][1] >= 1 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    samples = poll_metrics(
+        f"http://127.0.0.1:{port}/metrics",
+        lambda s: s['dingsync_acks_sent_total{app="a"}'][1] >= 1,
+    )
     assert samples['dingsync_app_healthy{app="a"}'] == ("gauge", 1.0)
     assert samples['dingsync_app_healthy{app="b"}'] == ("gauge", 0.0)
     assert samples['dingsync_acks_sent_total{app="a"}'][1] >= 1

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from test_health import parse_prometheus
@@ -130,6 +130,21 @@ def poll_status(url: str, wanted: int, timeout: float = 5.0) -> str:
     raise AssertionError(f"{url} never answered {wanted}; last: {last}")
 
 
+def poll_metrics(
+    url: str, ready: Callable[[Dict[str, Tuple[str, float]]], bool], timeout: float = 5.0
+) -> Dict[str, Tuple[str, float]]:
+    """The samples of ``url`` (a /metrics page) once ``ready`` accepts them, or at the timeout.
+
+    A handler's job ends, and the writer counts its ack, just after the emulator has the ack
+    and the reply: the counters may lag what the test has seen by a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = parse_prometheus(http_get(url)[1])
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.02)
+
+
 def test_sigterm_drains_the_running_handler_and_exits_0(
     fake: FakeDingTalk, workers: List[Worker]
 ) -> None:
@@ -213,9 +228,11 @@ def test_healthz_and_metrics(fake: FakeDingTalk, workers: List[Worker]) -> None:
     message_id = fake.push_chatbot("hi")
     fake.wait_for_ack(message_id)
     fake.wait_until(lambda: bool(fake.replies))
-    status, text = http_get(base + "/metrics")
-    samples = parse_prometheus(text)
-    assert status == 200
+    assert http_get(base + "/metrics")[0] == 200
+    samples = poll_metrics(
+        base + "/metrics",
+        lambda s: s["dingsync_acks_sent_total"][1] >= 1 and s["dingsync_in_flight"][1] == 0,
+    )
     assert samples["dingsync_connected"] == ("gauge", 1.0)
     assert samples["dingsync_healthy"] == ("gauge", 1.0)
     assert samples["dingsync_frames_received_total"][1] >= 1
